@@ -1,0 +1,25 @@
+"""Command line: ``oblivio <command>``; each command lives in its own module in this package."""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+from ..errors import OblivioError
+from .app import app, console
+
+for _mod in pkgutil.iter_modules(__path__):
+    if _mod.name != "app":
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+
+def main() -> None:
+    """Entry point: run the app, turning oblivio errors into one clear line and exit status 2."""
+    try:
+        app()
+    except OblivioError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,93 @@
+"""``oblivio train`` and ``oblivio demo``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..checkpoint import save_checkpoint
+from ..data import load_from_spec
+from ..pipeline import training_spec, training_split
+from ..scenarios import Backdoor, ClassForget, RandomSubset, make_split
+from ..training import TrainConfig, evaluate, train as train_model
+from .app import app, console, percent_table
+
+
+def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int]) -> dict:
+    spec = {"name": dataset, "root": str(Path(data_dir).resolve()) if data_dir else None, "n_train": n_train, "n_test": n_test}
+    if dataset == "npz":
+        spec |= {"path": spec.pop("root"), "root": None}
+    return spec
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100 or npz"),
+    model: str = typer.Option("mlp", help="mlp, cnn or resnet18"),
+    out: Path = typer.Option(Path("runs/model.safetensors"), help="checkpoint to write (.safetensors + .json sidecar)"),
+    epochs: int = 20,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    optimizer: str = typer.Option("sgd", help="sgd or adam"),
+    seed: int = 0,
+    third_party_fraction: float = typer.Option(0.1, help="share of the training set held out as third-party data"),
+    backdoor: bool = typer.Option(False, help="poison the training data with a BadNets trigger"),
+    poison_fraction: float = 0.1,
+    target: int = typer.Option(0, help="backdoor target class"),
+    patch_size: Optional[int] = typer.Option(None, help="trigger side in pixels (default ~1/7 of the image)"),
+    data_dir: Optional[str] = typer.Option(None, help="dataset directory (or .npz file for npz)"),
+    n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
+    n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
+    progress: bool = True,
+) -> None:
+    """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
+    spec = data_spec(dataset, data_dir, n_train, n_test)
+    data = load_from_spec(spec)
+    poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None
+    split = training_split(data, seed, third_party_fraction, poison)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, progress=progress)
+    net, history = train_model(model, split.train, data.num_classes, config)
+    scores = evaluate(net, split)
+    if poison is None:
+        del scores["forget"]  # no forget request yet: retain here is the whole train pool minus one sample
+    save_checkpoint(
+        out, net, arch=model, input_shape=data.info.input_shape, num_classes=data.num_classes, dataset=dataset,
+        seed=seed, training=training_spec(spec, split),
+        extra={"train_config": config.__dict__, "train_seconds": history.seconds,
+               "scores": scores},
+    )
+    console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s)", {"original": scores}))
+    console.print(f"wrote {out}")
+
+
+@app.command()
+def demo(
+    scenario: str = typer.Option("class", help="class, random or backdoor"),
+    method: str = typer.Option("dm", help="unlearning method to run ('none' to only train)"),
+    seed: int = 0,
+) -> None:
+    """Train an MLP on digits, make a forget request, unlearn it and compare with retraining."""
+    from ..data import load_dataset
+    from ..training import retrain
+    from ..unlearning import unlearn
+
+    data = load_dataset("digits")
+    request = {"class": ClassForget((3,)), "random": RandomSubset(fraction=0.1), "backdoor": Backdoor(0.1, 0)}.get(scenario)
+    if request is None:
+        raise typer.BadParameter(f"unknown scenario {scenario!r}; choose class, random or backdoor")
+    split = make_split(data, request, seed=seed)
+    console.print(f"digits: {split.sizes()}  scenario: {request}")
+    config = TrainConfig(seed=seed)
+    original, hist = train_model("mlp", split.train, data.num_classes, config)
+    rows = {"original": evaluate(original, split)}
+    times = {"original": hist.seconds}
+    if method != "none":
+        result = unlearn(original, split=split, method=method, arch="mlp", seed=seed)
+        rows[method] = evaluate(result.model, split)
+        times[method] = result.seconds
+        gold, ghist = retrain("mlp", split.retain, data.num_classes, config)
+        rows["retrain"] = evaluate(gold, split)
+        times["retrain"] = ghist.seconds
+    console.print(percent_table("accuracy (%) on each part of the data", rows))
+    console.print("wall time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))

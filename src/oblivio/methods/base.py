@@ -1,0 +1,115 @@
+"""The unlearning interface: a method is a class with a name, a config dataclass and ``unlearn``.
+
+A new method is one new file in this folder that subclasses ``Unlearner`` and is decorated
+with ``@register``; ``methods/__init__.py`` imports every module here.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset as TorchDataset
+
+from ..errors import OblivioError
+
+
+@dataclass
+class UnlearnData:
+    """What a method may use. ``retain`` and ``third_party`` may be None if the user has none.
+
+    ``forget_classes`` is set for class forgetting; ``backdoor_target`` for a backdoor.
+    ``arch`` names the registered architecture (used by retrain) when known.
+    """
+
+    forget: TorchDataset
+    num_classes: int
+    retain: TorchDataset | None = None
+    third_party: TorchDataset | None = None
+    forget_classes: tuple[int, ...] | None = None
+    backdoor_target: int | None = None
+    arch: str | None = None
+    seed: int = 0
+
+
+@dataclass
+class UnlearnResult:
+    """The unlearned model (a new object; the input model is never modified) and what the run did."""
+
+    model: nn.Module
+    method: str
+    config: dict
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Unlearner(ABC):
+    """Base class of every unlearning method.
+
+    Subclasses set ``name``, ``Config`` (a dataclass of hyperparameters with working defaults),
+    ``requires`` (subset of {"retain", "third_party"}), and implement ``run`` on a copy of the model.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type]
+    requires: ClassVar[frozenset[str]] = frozenset()
+    paper: ClassVar[str] = ""
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        config = config if config is not None else self.Config()
+        if overrides:
+            known = {f.name for f in dataclasses.fields(self.Config)}
+            unknown = sorted(set(overrides) - known)
+            if unknown:
+                raise OblivioError(
+                    f"method {self.name!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}"
+                )
+            config = dataclasses.replace(config, **overrides)
+        self.config = config
+
+    def unlearn(self, model: nn.Module, data: UnlearnData) -> UnlearnResult:
+        """Unlearn ``data.forget`` from a copy of ``model``; time it; refuse NaN/inf results."""
+        for need in sorted(self.requires):
+            part = getattr(data, need)
+            if part is None or len(part) == 0:
+                raise OblivioError(f"method {self.name!r} needs a non-empty {need.replace('_', '-')} set")
+        work = copy.deepcopy(model)
+        start = time.perf_counter()
+        info = self.run(work, data) or {}
+        seconds = time.perf_counter() - start
+        work.eval()
+        for pname, p in work.named_parameters():
+            if not torch.isfinite(p).all():
+                raise OblivioError(f"method {self.name!r} produced NaN/inf weights ({pname}); the original model is kept")
+        return UnlearnResult(work, self.name, dataclasses.asdict(self.config), seconds, info)
+
+    @abstractmethod
+    def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any] | None:
+        """Modify ``model`` (already a private copy) in place; return extra info (steps, distances...)."""
+
+
+_METHODS: dict[str, type[Unlearner]] = {}
+
+
+def register(cls: type[Unlearner]) -> type[Unlearner]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in _METHODS:
+        raise RuntimeError(f"unlearning method {cls.name!r} registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def available_methods() -> list[str]:
+    return sorted(_METHODS)
+
+
+def get_method(name: str, config: Any = None, **overrides: Any) -> Unlearner:
+    """An instance of the registered method ``name`` with its config (defaults + overrides)."""
+    if name not in _METHODS:
+        raise OblivioError(f"unknown unlearning method {name!r}; choose one of: {', '.join(available_methods())}")
+    return _METHODS[name](config, **overrides)

@@ -1,0 +1,118 @@
+"""Model registry: an MLP, a LeNet-like CNN and a CIFAR-style ResNet-18, for any small input."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .errors import OblivioError
+
+
+class MLP(nn.Module):
+    """Two hidden ReLU layers on the flattened input."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, hidden: int = 256):
+        super().__init__()
+        d = int(torch.tensor(input_shape).prod())
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, hidden // 2), nn.ReLU(),
+            nn.Linear(hidden // 2, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class SmallCNN(nn.Module):
+    """LeNet-like: two 3x3 conv blocks (32, 64 channels) with pooling, then two linear layers."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 32):
+        super().__init__()
+        c, h, w = input_shape
+        self.features = nn.Sequential(
+            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2) if min(h, w) >= 8 else nn.Identity(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2) if min(h, w) >= 4 else nn.Identity(),
+            nn.AdaptiveAvgPool2d((4, 4) if min(h, w) >= 16 else (2, 2)),
+        )
+        with torch.no_grad():
+            d = self.features(torch.zeros(1, c, h, w)).numel()
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR-style ResNet-18 (3x3 stem, no max-pool) for 1- or 3-channel images of any small size."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 64):
+        super().__init__()
+        c = input_shape[0]
+        self.stem = nn.Sequential(nn.Conv2d(c, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        layers, cin = [], width
+        for i, cout in enumerate([width, 2 * width, 4 * width, 8 * width]):
+            stride = 1 if i == 0 else 2
+            layers += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.layers(self.stem(x))), 1))
+
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "cnn": SmallCNN, "resnet18": ResNet18}
+
+
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
+    """Add a model factory ``factory(input_shape, num_classes, **kwargs)`` to the registry."""
+    _MODELS[name] = factory
+
+
+def available_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int | None = None, **kwargs) -> nn.Module:
+    """Build a registered architecture; with ``seed`` its initial weights are deterministic."""
+    if name not in _MODELS:
+        raise OblivioError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+    if seed is not None:
+        torch.manual_seed(seed)
+    return _MODELS[name](tuple(input_shape), num_classes, **kwargs)
+
+
+def check_compatible(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
+    """Raise a clear error if ``model`` cannot take ``input_shape`` or does not output ``num_classes`` logits."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *input_shape, device=next(model.parameters()).device))
+    except RuntimeError as e:
+        raise OblivioError(
+            f"model does not accept inputs of shape {tuple(input_shape)}: {str(e).splitlines()[0]}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != num_classes:
+        raise OblivioError(f"model outputs shape {tuple(out.shape[1:])} but the data has {num_classes} classes")

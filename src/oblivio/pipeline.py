@@ -1,0 +1,49 @@
+"""Glue shared by the CLI, audits and benchmarks: rebuild the data and split behind a checkpoint."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .data import Dataset, load_from_spec
+from .errors import OblivioError
+from .scenarios import Backdoor, RandomSubset, Scenario, Split, make_split, scenario_from_dict
+
+
+def training_spec(data_spec: dict, split: Split) -> dict:
+    """What the original model was trained on: data, seed, pool cut and any poisoning."""
+    return {
+        "data": data_spec,
+        "seed": split.seed,
+        "third_party_fraction": split.third_party_fraction,
+        "pool_hash": split.hashes()["pool"],
+        "third_party_hash": split.hashes()["third_party"],
+        "backdoor": asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None,
+    }
+
+
+def training_split(data: Dataset, seed: int, third_party_fraction: float, backdoor: Backdoor | None) -> Split:
+    """The split an original model trains on (``split.train``): poisoned if ``backdoor`` is given."""
+    return make_split(data, backdoor or RandomSubset(count=1), seed, third_party_fraction)
+
+
+def split_for_request(meta: dict, scenario: Scenario | None) -> tuple[Dataset, Split]:
+    """Rebuild the data and split of a checkpoint's training run for a new forget request.
+
+    ``scenario`` None means the backdoor the model was trained with (or an error if none).
+    """
+    spec = meta.get("training")
+    if not spec:
+        raise OblivioError("checkpoint sidecar has no training record; was it written by 'oblivio train'?")
+    data = load_from_spec(spec["data"])
+    poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
+    if scenario is None or isinstance(scenario, Backdoor):
+        if poison is None:
+            raise OblivioError("the backdoor scenario needs a model trained with --backdoor; this one was trained on clean data")
+        scenario = poison
+    elif poison is not None:
+        raise OblivioError(
+            "this model was trained on backdoored data; forget the poisoned samples first (--scenario backdoor)"
+        )
+    split = make_split(data, scenario, spec["seed"], spec["third_party_fraction"])
+    if split.hashes()["pool"] != spec["pool_hash"]:
+        raise OblivioError("the rebuilt training pool differs from the one the model was trained on (data changed?)")
+    return data, split
