@@ -47,3 +47,14 @@ def split_for_request(meta: dict, scenario: Scenario | None) -> tuple[Dataset, S
     if split.hashes()["pool"] != spec["pool_hash"]:
         raise OblivioError("the rebuilt training pool differs from the one the model was trained on (data changed?)")
     return data, split
+
+
+def split_for_checkpoint(meta: dict) -> tuple[Dataset, Split]:
+    """Rebuild the data and forget split recorded in an unlearned checkpoint's sidecar (its ``split`` field)."""
+    recorded = meta.get("split")
+    if not recorded:
+        raise OblivioError("checkpoint sidecar records no forget split; was it written by 'oblivio forget'?")
+    data, split = split_for_request(meta, scenario_from_dict(recorded["scenario"]))
+    if split.hashes() != recorded["hashes"]:
+        raise OblivioError("the rebuilt forget split differs from the one recorded in the checkpoint (data changed?)")
+    return data, split

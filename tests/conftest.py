@@ -1,0 +1,41 @@
+"""Shared fixtures: digits data, one split per scenario and an original MLP per split (trained once per session)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from oblivio import Backdoor, ClassForget, RandomSubset, TrainConfig, load_dataset, make_split, train
+
+torch.set_num_threads(2)
+
+SCENARIOS = {
+    "random": RandomSubset(fraction=0.1),
+    "class": ClassForget((3,)),
+    "backdoor": Backdoor(fraction=0.1, target=0),
+}
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def splits(digits):
+    """scenario name -> Split on digits with seed 0."""
+    return {name: make_split(digits, scenario, seed=0) for name, scenario in SCENARIOS.items()}
+
+
+_MODELS: dict = {}
+
+
+@pytest.fixture(scope="session")
+def original(splits):
+    """A function scenario name -> (original MLP trained on split.train with seed 0); cached for the session."""
+
+    def get(name: str):
+        if name not in _MODELS:
+            _MODELS[name] = train("mlp", splits[name].train, 10, TrainConfig(seed=0))[0]
+        return _MODELS[name]
+
+    return get
