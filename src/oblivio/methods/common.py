@@ -64,3 +64,11 @@ def run_epochs(
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits, y)
+
+
+def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) per sample, averaged over the batch; the student's logits are divided by ``temperature``.
+
+    ``teacher_probs`` are probabilities (already softened by the caller), so a mixture of teachers can be passed.
+    """
+    return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs, reduction="batchmean")
