@@ -72,3 +72,11 @@ def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     ``teacher_probs`` are probabilities (already softened by the caller), so a mixture of teachers can be passed.
     """
     return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs, reduction="batchmean")
+
+
+def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0], data.tensors[1]
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(xs), torch.as_tensor(ys)
