@@ -1,0 +1,41 @@
+"""CLI: ``oblivio train`` and ``oblivio demo``."""
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from oblivio import load_checkpoint
+from oblivio.cli import app
+
+runner = CliRunner()
+
+
+def test_train_writes_checkpoint_with_training_record(tmp_path):
+    out = tmp_path / "run" / "model.safetensors"
+    res = runner.invoke(app, ["train", "--epochs", "3", "--no-progress", "--out", str(out), "--backdoor"])
+    assert res.exit_code == 0, res.output
+    model, meta = load_checkpoint(out)
+    training = meta["training"]
+    assert training["data"]["name"] == "digits" and training["backdoor"]["target"] == 0
+    assert meta["extra"]["scores"]["asr"] > 0.5  # the poisoned model obeys its trigger
+    assert "wrote" in res.output
+
+
+def test_demo_trains_and_reports_accuracies():
+    res = runner.invoke(app, ["demo", "--method", "none"])
+    assert res.exit_code == 0, res.output
+    for word in ("retain", "forget", "test", "original"):
+        assert word in res.output
+
+
+def test_bad_input_is_one_clear_line_with_exit_code_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from oblivio.cli import main; main()", "train", "--model", "vgg",
+         "--out", str(tmp_path / "m.safetensors")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "error: unknown model 'vgg'" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "m.safetensors").exists()
