@@ -1,0 +1,217 @@
+"""Benchmark configuration: one YAML file names the dataset, model, training recipe, methods, scenarios and seeds.
+
+    name: digits
+    dataset: {name: digits, n_train: null, n_test: null}
+    model: mlp
+    train: {epochs: 20, batch_size: 64, lr: 0.05}
+    third_party_fraction: 0.1
+    seeds: [0, 1, 2]
+    scenarios:                      # name -> options; ``kind`` defaults to the name
+      random: {fraction: 0.1}
+      class: {classes: [3]}
+      backdoor: {fraction: 0.1, target: 0}
+    methods: [ft, ga, {dm: {epochs: 3}}]   # or a mapping name -> options, or "all"
+    sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
+    output: runs/bench/digits
+
+"original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
+a fresh model trained with the same recipe and seed on the retain set only.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import OblivioError
+from ..methods import available_methods, get_method
+from ..scenarios import Scenario, scenario_from_dict
+from ..training import TrainConfig
+
+RESERVED = ("original", "retrain")
+_TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
+             "sequential", "threads", "output"}
+
+
+@dataclass(frozen=True)
+class SequentialConfig:
+    """``requests`` disjoint random deletion requests, each ``fraction`` of the train pool, served one after another."""
+
+    requests: int
+    fraction: float
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if self.requests < 1:
+            raise OblivioError(f"sequential: requests must be at least 1, got {self.requests}")
+        if not 0 < self.fraction * self.requests < 1:
+            raise OblivioError(
+                f"sequential: {self.requests} requests of fraction {self.fraction} must delete less than the whole pool"
+            )
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A validated benchmark grid (see the module docstring for the YAML layout)."""
+
+    name: str
+    dataset: dict
+    model: str
+    train: dict
+    seeds: tuple[int, ...]
+    scenarios: dict[str, dict]
+    methods: dict[str, dict]
+    third_party_fraction: float = 0.1
+    sequential: SequentialConfig | None = None
+    threads: int | None = None
+    output: str | None = None
+    source: str | None = field(default=None, compare=False)
+
+    def scenario(self, name: str) -> Scenario:
+        return scenario_from_dict(self.scenarios[name])
+
+    def train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(**self.train, seed=seed)
+
+    def base_spec(self) -> dict:
+        """The parts every cell depends on: data, model, training recipe, pool cut."""
+        return {"dataset": self.dataset, "model": self.model, "train": self.train,
+                "third_party_fraction": self.third_party_fraction}
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("source")
+        return d
+
+    def hash(self) -> str:
+        """Short hash of everything that decides the numbers (not the output dir or thread count)."""
+        d = self.to_dict()
+        d.pop("output"), d.pop("threads")
+        return stable_hash(d)
+
+
+def stable_hash(obj: Any, n: int = 12) -> str:
+    """SHA-256 (first ``n`` hex digits) of canonical JSON."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def _seeds(value: Any, where: str) -> tuple[int, ...]:
+    if isinstance(value, int):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(s, int) for s in value):
+        raise OblivioError(f"{where}: seeds must be a non-empty list of integers, got {value!r}")
+    if len(set(value)) != len(value):
+        raise OblivioError(f"{where}: duplicated seeds {list(value)}")
+    return tuple(value)
+
+
+def _methods(value: Any, where: str) -> dict[str, dict]:
+    """Normalise ``all`` / a list of names or one-key mappings / a mapping into name -> options."""
+    if value == "all":
+        return {m: {} for m in available_methods() if m not in RESERVED}
+    items: list[tuple[str, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        for v in value:
+            if isinstance(v, str):
+                items.append((v, {}))
+            elif isinstance(v, dict) and len(v) == 1:
+                items.append(next(iter(v.items())))
+            else:
+                raise OblivioError(f"{where}: each method is a name or a one-key mapping name -> options, got {v!r}")
+    elif value is not None:
+        raise OblivioError(f"{where}: methods must be a list, a mapping or 'all', got {value!r}")
+    out: dict[str, dict] = {}
+    for name, options in items:
+        if name in RESERVED:
+            continue  # always run by the harness itself
+        options = dict(options or {})
+        if name in out:
+            raise OblivioError(f"{where}: method {name!r} listed twice")
+        get_method(name, **options)  # raises for an unknown method or option
+        out[name] = options
+    return out
+
+
+def _scenarios(value: Any) -> dict[str, dict]:
+    if not isinstance(value, dict) or not value:
+        raise OblivioError("config: scenarios must be a non-empty mapping name -> options")
+    out = {}
+    for name, options in value.items():
+        spec = {"kind": name} | dict(options or {})
+        try:
+            scenario = scenario_from_dict(dict(spec))
+        except TypeError as e:
+            raise OblivioError(f"config: scenario {name!r} has a bad option: {e}") from None
+        out[str(name)] = asdict(scenario)
+    return out
+
+
+def _train(value: Any) -> dict:
+    value = dict(value or {})
+    known = {f.name for f in fields(TrainConfig)} - {"seed", "progress"}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
+
+
+def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
+    """Validate a config mapping (as read from YAML) into a ``BenchConfig``."""
+    if not isinstance(doc, dict):
+        raise OblivioError("config: the top level must be a mapping")
+    unknown = sorted(set(doc) - _TOP_KEYS)
+    if unknown:
+        raise OblivioError(f"config: unknown key {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
+    dataset = doc.get("dataset", "digits")
+    dataset = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
+    if "name" not in dataset:
+        raise OblivioError("config: dataset needs a name")
+    dataset = {"name": dataset.pop("name"), "root": dataset.pop("root", None), "n_train": dataset.pop("n_train", None),
+               "n_test": dataset.pop("n_test", None), "subset_seed": dataset.pop("subset_seed", 0)} | dataset
+    seeds = _seeds(doc.get("seeds", [0, 1, 2]), "config")
+    methods = _methods(doc.get("methods", []), "config")
+    sequential = None
+    if doc.get("sequential"):
+        s = dict(doc["sequential"])
+        extra = sorted(set(s) - {"requests", "fraction", "methods", "seeds"})
+        if extra:
+            raise OblivioError(f"config: unknown sequential option {', '.join(extra)}")
+        seq_methods = tuple(_methods(s["methods"], "sequential")) if "methods" in s else tuple(methods)
+        missing = [m for m in seq_methods if m not in methods]
+        if missing:
+            raise OblivioError(f"sequential: method {missing[0]!r} is not in the grid's methods (its options come from there)")
+        sequential = SequentialConfig(int(s.get("requests", 5)), float(s.get("fraction", 0.02)), seq_methods,
+                                      _seeds(s.get("seeds", list(seeds)), "sequential"))
+    threads = doc.get("threads")
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
+    tpf = float(doc.get("third_party_fraction", 0.1))
+    if not 0 < tpf < 1:
+        raise OblivioError(f"config: third_party_fraction must lie in (0, 1), got {tpf}")
+    return BenchConfig(
+        name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
+        dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
+        scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
+        third_party_fraction=tpf, sequential=sequential, threads=threads, output=doc.get("output"), source=source,
+    )
+
+
+def load_config(path: str | os.PathLike) -> BenchConfig:
+    """Read and validate a benchmark YAML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise OblivioError(f"benchmark config not found: {path}")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise OblivioError(f"benchmark config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    return parse_config(doc or {}, source=str(path))

@@ -1,0 +1,312 @@
+"""Benchmark outputs: per-run and aggregated CSVs, a Markdown report and rich tables, all with a machine header.
+
+Conventions (as in the reference code): UA = 100 - forget accuracy, RA/TA = retain/test accuracy,
+MIA = MIA-efficacy (SalUn convention: share of forget samples predicted non-member, higher = more
+forgotten), AUC = threshold-attack AUC, Avg. Gap = ``audit.gap_to_retrain``'s mean |metric - retrain|
+over UA, RA, TA and MIA. Aggregates are mean ± sample standard deviation (ddof=1) over seeds.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from ..io import atomic_write_text
+from .config import BenchConfig
+
+PERCENT = ("UA", "RA", "TA", "MIA", "ASR", "forget_acc")
+HEAD_COLUMNS = ("scenario", "step", "deleted", "method", "seed")
+LABELS = {"forget_acc": "Forget acc", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "time_ratio": "× retrain",
+          "RA": "RA", "TA": "TA", "UA": "UA", "MIA": "MIA", "ASR": "ASR", "AUC": "AUC", "KS": "KS"}
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run produced; ``files`` maps output kinds to paths."""
+
+    config: BenchConfig
+    out: Path
+    header: dict
+    runs: list[dict]
+    summary: list[dict]
+    sequential_runs: list[dict] = field(default_factory=list)
+    sequential_summary: list[dict] = field(default_factory=list)
+    sizes: dict[str, dict] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[dict]:
+        return [r for r in self.runs + self.sequential_runs if r.get("error")]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cached: int) -> dict:
+    """Machine, versions, date, seeds and config hash: the first lines of every output."""
+    return {
+        "benchmark": cfg.name,
+        "config": cfg.source,
+        "config_hash": cfg.hash(),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "platform": platform.platform(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": cfg.threads or torch.get_num_threads(),
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "oblivio": __version__,
+        "seeds": list(cfg.seeds),
+        "wall_seconds": round(wall_seconds, 1),
+        "cells_computed": computed,
+        "cells_cached": cached,
+    }
+
+
+# -- assembling rows ----------------------------------------------------------------------------------
+def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
+    """Flatten cells into rows with gaps to (and time ratio against) the retrain cell of the same group."""
+    from ..audit import gap_to_retrain
+
+    retrain = {tuple(c.get(g) for g in group): c for c in cells if c["method"] == "retrain" and "metrics" in c}
+    rows = []
+    for c in cells:
+        row: dict[str, Any] = {k: c[k] for k in HEAD_COLUMNS if k in c}
+        if "metrics" in c:
+            m = c["metrics"]
+            row |= m
+            if "UA" in m:
+                row["forget_acc"] = 100.0 - m["UA"]
+            gold = retrain.get(tuple(c.get(g) for g in group))
+            if gold is not None:
+                row |= {k: float(v) for k, v in gap_to_retrain(m, gold["metrics"]).items()}
+            row["seconds"] = c["seconds"]
+            if gold is not None and gold["seconds"] > 0:
+                row["time_ratio"] = c["seconds"] / gold["seconds"]
+        if c.get("error"):
+            row["error"] = c["error"]
+        rows.append(row)
+    return rows
+
+
+def _numeric_columns(rows: Iterable[dict]) -> list[str]:
+    cols: list[str] = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in HEAD_COLUMNS and isinstance(v, (int, float)) and k not in cols:
+                cols.append(k)
+    return cols
+
+
+def aggregate(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
+    """Mean and sample std (ddof=1; 0 for one seed) of every numeric column per group, in first-seen order."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(r.get(k) for k in by), []).append(r)
+    cols = _numeric_columns(rows)
+    out = []
+    for key, members in groups.items():
+        ok = [r for r in members if not r.get("error")]
+        row: dict[str, Any] = dict(zip(by, key))
+        for k in HEAD_COLUMNS:  # carry descriptive columns that every seed shares (e.g. samples deleted)
+            values = {r[k] for r in ok if k in r}
+            if k not in by and k != "seed" and len(values) == 1:
+                row[k] = values.pop()
+        row |= {"n": len(ok), "failed": len(members) - len(ok)}
+        for c in cols:
+            values = [float(r[c]) for r in ok if c in r]
+            if values:
+                row[f"{c}_mean"] = statistics.fmean(values)
+                row[f"{c}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        out.append(row)
+    return out
+
+
+def assemble(cfg: BenchConfig, out: Path, header: dict, cells: list[dict], seq_cells: list[dict]) -> BenchResult:
+    runs = _rows(cells, ("seed", "scenario"))
+    seq_runs = _rows(seq_cells, ("seed", "step")) if seq_cells else []
+    sizes = {c["scenario"]: c["sizes"] for c in cells if c.get("sizes") and c["seed"] == cfg.seeds[0]}
+    order = {m: i for i, m in enumerate(["original", "retrain", *cfg.methods])}
+    seq_summary = sorted(aggregate(seq_runs, ("step", "method")), key=lambda r: (r["step"], order[r["method"]]))
+    return BenchResult(cfg, out, header, runs, aggregate(runs, ("scenario", "method")), seq_runs, seq_summary, sizes)
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def _fmt(row: dict, col: str) -> str:
+    if f"{col}_mean" not in row:
+        return "-"
+    mean, std = row[f"{col}_mean"], row[f"{col}_std"]
+    if col in PERCENT or col.startswith("gap_") or col == "avg_gap":
+        return f"{mean:.2f} ± {std:.2f}"
+    if col == "time_ratio":
+        return f"{mean:.3f}"
+    if col == "seconds":
+        return f"{mean:.2f} ± {std:.2f}" if mean < 100 else f"{mean:.0f} ± {std:.0f}"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def _present(rows: list[dict], cols: Iterable[str]) -> list[str]:
+    return [c for c in cols if any(f"{c}_mean" in r for r in rows)]
+
+
+def _method_label(row: dict) -> str:
+    label = row["method"]
+    if row.get("failed"):
+        label += f" ({row['failed']} failed)"
+    return label
+
+
+def scenario_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, headers, rows) per scenario: the main results with gaps to retrain and time."""
+    tables = []
+    for name in result.config.scenarios:
+        rows = [r for r in result.summary if r["scenario"] == name]
+        cols = _present(rows, ("UA", "RA", "TA", "MIA", "ASR", "AUC", "avg_gap", "seconds", "time_ratio"))
+        title = f"{name}: {_describe(result.config.scenarios[name])}"
+        if name in result.sizes:
+            title += " (seed {}: {})".format(result.config.seeds[0], ", ".join(f"{k} {v}" for k, v in result.sizes[name].items()))
+        tables.append((title, ["Method", *[LABELS.get(c, c) for c in cols]],
+                       [[_method_label(r), *[_fmt(r, c) for c in cols]] for r in rows]))
+    return tables
+
+
+def accuracy_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]]:
+    """Per method x scenario: forget/retain/test accuracy, ASR and wall time next to retrain's."""
+    retrain = {r["scenario"]: r for r in result.summary if r["method"] == "retrain"}
+    cols = _present(result.summary, ("forget_acc", "RA", "TA", "ASR", "seconds"))
+    headers = ["Method", "Scenario", *[{"RA": "Retain acc", "TA": "Test acc"}.get(c, LABELS.get(c, c)) for c in cols],
+               "Retrain time (s)"]
+    order = list(dict.fromkeys(r["method"] for r in result.summary))
+    rows = []
+    for method in order:
+        for r in (r for r in result.summary if r["method"] == method):
+            gold = retrain.get(r["scenario"], {})
+            rows.append([_method_label(r), r["scenario"], *[_fmt(r, c) for c in cols], _fmt(gold, "seconds")])
+    return "Accuracy (%) and wall time per method and scenario", headers, rows
+
+
+def sequential_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]] | None:
+    if not result.sequential_summary:
+        return None
+    s = result.config.sequential
+    rows = result.sequential_summary
+    cols = _present(rows, ("UA", "RA", "TA", "MIA", "AUC", "avg_gap", "seconds", "time_ratio"))
+    title = (f"sequential: {s.requests} disjoint requests of {100 * s.fraction:g}% of the train pool, each unlearned "
+             f"from the previous step's model; UA over everything deleted so far, gap vs retrain at that step")
+    body = [[str(r["step"]), str(r.get("deleted", "-")), _method_label(r),
+             *[_fmt(r, c) for c in cols]] for r in rows]
+    return title, ["Step", "Deleted", "Method", *[LABELS.get(c, c) for c in cols]], body
+
+
+def _describe(spec: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None) or spec["kind"]
+
+
+def all_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
+    tables = scenario_tables(result)
+    seq = sequential_table(result)
+    return tables + ([seq] if seq else []) + [accuracy_table(result)]
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def header_lines(header: dict) -> list[str]:
+    return [f"{k}: {v}" for k, v in header.items()]
+
+
+def to_markdown(result: BenchResult) -> str:
+    cfg, h = result.config, result.header
+    out = [f"# oblivio bench: {cfg.name}", ""]
+    out += [f"- {line}" for line in header_lines(h)]
+    out += [
+        f"- dataset: {cfg.dataset}; model: {cfg.model}; train: {cfg.train}; third-party fraction: "
+        f"{cfg.third_party_fraction}",
+        "- methods (options): " + ", ".join(f"{m} {o}" if o else m for m, o in cfg.methods.items()),
+        f"- mean ± sample std over seeds {list(cfg.seeds)}; UA = 100 - forget acc; MIA = MIA-efficacy (SalUn "
+        "convention, higher = more forgotten); AUC = threshold attack; Avg. Gap = mean |Δ| to retrain over UA, RA, TA, "
+        "MIA; Time = unlearning wall time (training time for original/retrain); × retrain = time / retrain's time",
+        "",
+    ]
+    for title, headers, rows in all_tables(result):
+        out += [f"## {title}", "", markdown_table(headers, rows), ""]
+    if result.errors:
+        out += ["## Failed cells", ""]
+        out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}" for r in result.errors]
+        out.append("")
+    return "\n".join(out)
+
+
+def to_csv(rows: list[dict], header: dict) -> str:
+    """CSV text whose first lines are ``# key: value`` comments with the machine header."""
+    buf = io.StringIO()
+    for line in header_lines(header):
+        buf.write(f"# {line}\n")
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    writer = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows of a benchmark CSV (skipping the ``#`` header lines), values as strings."""
+    with open(path, newline="") as f:
+        return list(csv.DictReader(line for line in f if not line.startswith("#")))
+
+
+def write_report(result: BenchResult) -> None:
+    """Write runs.csv, summary.csv, (sequential_*.csv), results.md and results.json into ``result.out``."""
+    out, h = result.out, result.header
+    files = {"runs": out / "runs.csv", "summary": out / "summary.csv", "markdown": out / "results.md",
+             "json": out / "results.json"}
+    atomic_write_text(files["runs"], to_csv(result.runs, h))
+    atomic_write_text(files["summary"], to_csv(result.summary, h))
+    if result.sequential_runs:
+        files |= {"sequential_runs": out / "sequential_runs.csv", "sequential_summary": out / "sequential_summary.csv"}
+        atomic_write_text(files["sequential_runs"], to_csv(result.sequential_runs, h))
+        atomic_write_text(files["sequential_summary"], to_csv(result.sequential_summary, h))
+    atomic_write_text(files["markdown"], to_markdown(result))
+    doc = {"header": h, "config": result.config.to_dict(), "summary": result.summary, "runs": result.runs,
+           "sequential_summary": result.sequential_summary, "sequential_runs": result.sequential_runs}
+    atomic_write_text(files["json"], json.dumps(doc, indent=1, default=str))
+    result.files = files
+
+
+def print_report(result: BenchResult, console: Console) -> None:
+    """Print the header and every table with rich."""
+    console.print(f"[bold]oblivio bench: {result.config.name}[/]  " + "  ".join(header_lines(result.header)),
+                  highlight=False)
+    for title, headers, rows in all_tables(result):
+        table = Table(title=title, title_justify="left")
+        for i, name in enumerate(headers):
+            table.add_column(name, justify="left" if i == 0 or name in ("Method", "Scenario") else "right")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+    for r in result.errors:
+        console.print(f"[red]failed[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}",
+                      highlight=False)

@@ -1,0 +1,116 @@
+"""oblivio bench: a tiny digits grid end to end through the CLI, resume from cache, and sequential requests."""
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import oblivio.bench.runner as runner
+from oblivio.bench import parse_config, read_csv, run_benchmark
+from oblivio.cli import app
+from oblivio.errors import OblivioError
+
+METRICS = ("UA", "RA", "TA", "MIA", "AUC", "avg_gap", "seconds", "time_ratio")
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "digits"},
+    "model": "mlp",
+    "train": {"epochs": 3},
+    "seeds": [0],
+    "threads": 1,
+    "scenarios": {"random": {"fraction": 0.1}},
+    "methods": [{"dm": {"max_steps": 20}}, "ssd"],
+    "sequential": {"requests": 2, "fraction": 0.02, "methods": ["ssd"]},
+}
+
+
+def _numbers(rows: list[dict]) -> list[tuple]:
+    """(method, rounded UA, RA, TA, MIA, AUC) per row, from result rows or CSV strings."""
+    return [(r["method"], *(round(float(r[k]), 6) for k in ("UA", "RA", "TA", "MIA", "AUC"))) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """Run the tiny grid once through the CLI; return (config path, output dir, CLI output)."""
+    root = tmp_path_factory.mktemp("bench")
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    out = root / "out"
+    result = CliRunner().invoke(app, ["bench", "--config", str(config), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    return config, out, result.output
+
+
+def test_cli_writes_tables_and_csv_with_original_and_retrain(first_run):
+    _, out, output = first_run
+    assert "random" in output and "retrain" in output and "config_hash" in output
+    rows = read_csv(out / "runs.csv")
+    assert [(r["scenario"], r["method"], r["seed"]) for r in rows] == [
+        ("random", m, "0") for m in ("original", "retrain", "dm", "ssd")
+    ]
+    for r in rows:
+        for col in METRICS:
+            float(r[col])  # every metric is a number
+    retrain = next(r for r in rows if r["method"] == "retrain")
+    assert float(retrain["avg_gap"]) == 0.0 and float(retrain["time_ratio"]) == 1.0
+    assert float(next(r for r in rows if r["method"] == "original")["UA"]) < float(retrain["UA"]) + 50
+    summary = read_csv(out / "summary.csv")
+    assert {r["method"]: r["n"] for r in summary} == {"original": "1", "retrain": "1", "dm": "1", "ssd": "1"}
+    md = (out / "results.md").read_text()
+    assert "| retrain |" in md and "Avg. Gap" in md and "config_hash" in md and "torch" in md
+    assert (out / "runs.csv").read_text().startswith("# benchmark: tiny")
+
+
+def test_sequential_reports_each_step(first_run):
+    _, out, _ = first_run
+    rows = read_csv(out / "sequential_runs.csv")
+    assert sorted({(r["step"], r["method"]) for r in rows}) == sorted(
+        (s, m) for s in ("1", "2") for m in ("original", "retrain", "ssd")
+    )
+    deleted = {r["step"]: int(r["deleted"]) for r in rows}
+    assert deleted["2"] == 2 * deleted["1"] > 0  # disjoint requests accumulate
+    assert "sequential" in (out / "results.md").read_text()
+
+
+def test_second_run_resumes_without_recomputing(first_run, monkeypatch):
+    config, out, _ = first_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    written = read_csv(out / "runs.csv")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached cell was recomputed")
+
+    monkeypatch.setattr(runner, "unlearn", refuse)
+    monkeypatch.setattr(runner, "train", refuse)
+    again = run_benchmark(config, out, progress=False)
+    assert again.header["cells_computed"] == 0 and again.header["cells_cached"] == len(before) == 10
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == before
+    assert _numbers(again.runs) == _numbers(written)
+
+
+def test_changed_option_recomputes_only_that_cell_and_numbers_are_reproducible(first_run):
+    _, out, _ = first_run
+    old = read_csv(out / "runs.csv")
+    changed = parse_config(TINY | {"methods": [{"dm": {"max_steps": 20}}, {"ssd": {"alpha": 5.0}}],
+                                   "sequential": None})
+    result = run_benchmark(changed, out, progress=False)
+    assert result.header["cells_computed"] == 1  # only ssd with the new option
+    fresh = run_benchmark(parse_config(TINY | {"sequential": None}), out, resume=False, progress=False)
+    assert fresh.header["cells_cached"] == 0
+    assert _numbers(fresh.runs) == _numbers(old)  # same seed, same numbers
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": ["no-such-method"]}, "unknown unlearning method"),
+        ({"methods": [{"ssd": {"no_such_option": 1}}]}, "no option"),
+        ({"scenarios": {"random": {"fraction": 2}}}, "fraction"),
+        ({"seeds": []}, "seeds"),
+        ({"colour": "red"}, "unknown key"),
+        ({"sequential": {"requests": 60, "fraction": 0.02}}, "whole pool"),
+    ],
+)
+def test_bad_config_is_refused(change, message):
+    with pytest.raises(OblivioError, match=message):
+        parse_config(TINY | change)
