@@ -100,6 +100,22 @@ def test_changed_option_recomputes_only_that_cell_and_numbers_are_reproducible(f
     assert _numbers(fresh.runs) == _numbers(old)  # same seed, same numbers
 
 
+def test_failed_cell_is_reported_not_cached_and_run_goes_on(first_run, monkeypatch):
+    _, out, _ = first_run
+    cells = set((out / "cells").iterdir())
+
+    def broken(*args, **kwargs):
+        raise OblivioError("method exploded")
+
+    monkeypatch.setattr(runner, "unlearn", broken)
+    result = run_benchmark(parse_config(TINY | {"methods": [{"ssd": {"alpha": 7.0}}], "sequential": None}), out,
+                           progress=False)
+    assert [(r["method"], r["error"]) for r in result.errors] == [("ssd", "method exploded")]
+    assert {r["method"]: r["failed"] for r in result.summary} == {"original": 0, "retrain": 0, "ssd": 1}
+    assert "method exploded" in (out / "results.md").read_text()
+    assert set((out / "cells").iterdir()) == cells  # nothing cached for the failed cell
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

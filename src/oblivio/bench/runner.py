@@ -89,6 +89,8 @@ class _Runner:
                                   force=force)
         except OblivioError as e:
             doc = head | {"error": str(e)}
+        except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
+            doc = head | {"error": f"{type(e).__name__}: {e}"}
         self.bar.update(1)
         return doc
 
