@@ -1,0 +1,72 @@
+"""The verdict a person reads first: did forgetting work, judged against a retrained model (or proxies).
+
+Each check compares one number of the unlearned model with a reference and a tolerance of
+max(2 points, 2 binomial standard errors of the reference on the samples it is measured on).
+"""
+from __future__ import annotations
+
+import math
+
+from ..scenarios import Backdoor, ClassForget, Split
+
+
+def tolerance(reference_percent: float, n: int, floor: float = 2.0) -> float:
+    """max(``floor``, 2 binomial standard errors) in percentage points for a rate measured on ``n`` samples."""
+    p = min(max(reference_percent / 100.0, 0.0), 1.0)
+    return max(floor, 200.0 * math.sqrt(p * (1 - p) / max(n, 1)))
+
+
+def _check(name: str, value: float, reference: float, tol: float, rule: str, what: str) -> dict:
+    ok = {"close": abs(value - reference) <= tol, "at_most": value <= reference + tol, "at_least": value >= reference - tol}[rule]
+    return {"name": name, "value": value, "reference": reference, "tolerance": tol, "rule": rule, "ok": bool(ok),
+            "reference_is": what}
+
+
+def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None) -> dict:
+    """Checks and a one-line headline: status "pass" (forgotten), "warn" (forgotten but utility lost, or proxy only) or "fail"."""
+    n_forget, n_test = len(split.forget_idx), len(split.y_test)
+    n_trig = len(split.y_test_triggered) if split.y_test_triggered is not None else 0
+    forget_acc = 100.0 - metrics["UA"]
+    checks = []
+    if retrained is not None:
+        basis = "retrained"
+        ref_acc = 100.0 - retrained["UA"]
+        checks.append(_check("forget accuracy", forget_acc, ref_acc, tolerance(ref_acc, n_forget), "close", "retrained"))
+        checks.append(_check("MIA-efficacy", metrics["MIA"], retrained["MIA"], tolerance(retrained["MIA"], n_forget), "close", "retrained"))
+        if "ASR" in metrics:
+            checks.append(_check("backdoor ASR", metrics["ASR"], retrained["ASR"], tolerance(retrained["ASR"], n_trig), "at_most", "retrained"))
+        utility = _check("test accuracy", metrics["TA"], retrained["TA"], tolerance(retrained["TA"], n_test), "at_least", "retrained")
+    else:
+        basis = "proxy"
+        if isinstance(split.scenario, ClassForget):
+            checks.append(_check("forget accuracy", forget_acc, 0.0, tolerance(0.0, n_forget), "at_most", "0% (class never seen)"))
+        elif isinstance(split.scenario, Backdoor):
+            clean = (100.0 - metrics["TA"]) / max(split.info.num_classes - 1, 1)
+            checks.append(_check("backdoor ASR", metrics["ASR"], clean, tolerance(clean, n_trig), "at_most", "clean error rate into one class"))
+        else:
+            checks.append(_check("forget accuracy", forget_acc, metrics["TA"], tolerance(metrics["TA"], n_forget), "close", "own test accuracy"))
+        utility = None
+        if original is not None:
+            utility = _check("test accuracy", metrics["TA"], original["TA"], tolerance(original["TA"], n_test), "at_least", "original")
+    if utility is not None:
+        checks.append(utility)
+    forgetting = [c for c in checks if c["name"] != "test accuracy"]
+    failed = [c for c in forgetting if not c["ok"]]
+    lost_utility = utility is not None and not utility["ok"]
+    ref_word = "a model retrained without the forget set" if basis == "retrained" else None
+    if failed:
+        status = "fail"
+        c = failed[0]
+        target = ref_word or c["reference_is"]
+        headline = f"Not forgotten: {c['name']} is {c['value']:.1f}% vs {c['reference']:.1f}% for {target} (tolerance ±{c['tolerance']:.1f} pts)."
+    elif lost_utility:
+        status = "warn"
+        headline = (f"Forgotten, but test accuracy dropped to {utility['value']:.1f}% "
+                    f"(vs {utility['reference']:.1f}% for the {utility['reference_is']} model).")
+    elif basis == "retrained":
+        status = "pass"
+        headline = "Forgetting worked: the unlearned model matches a model retrained without the forget set."
+    else:
+        status = "warn"
+        headline = ("Looks forgotten on proxy checks only: give a retrained model (--retrained) for a real comparison.")
+    return {"status": status, "basis": basis, "headline": headline, "checks": checks}

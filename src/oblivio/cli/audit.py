@@ -1,0 +1,49 @@
+"""``oblivio audit``: verify an unlearned checkpoint and write audit.json + report.html."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .app import app, console
+
+STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
+
+
+@app.command()
+def audit(
+    checkpoint: Path = typer.Option(..., help="unlearned checkpoint written by 'oblivio forget' (.safetensors)"),
+    original: Optional[Path] = typer.Option(None, help="original model (default: the path recorded in the checkpoint, if present)"),
+    retrained: Optional[Path] = typer.Option(None, help="model retrained without the forget set, for the same split"),
+    lira_shadows: int = typer.Option(0, help="shadow models for the LiRA attack (0 = skip; 8 is a good start)"),
+    seed: int = 0,
+    out: Path = typer.Option(Path("runs/audit"), help="folder for audit.json and report.html"),
+) -> None:
+    """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
+    from ..audit import audit_checkpoint
+    from ..report import write_report
+
+    if lira_shadows < 0 or lira_shadows == 1:
+        raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
+    result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed)
+    for note in result.notes:
+        console.print(f"[dim]note: {note}[/]")
+    table = Table(title="audit (percent; AUC/KS in 0..1)")
+    table.add_column("metric")
+    roles = [r for r in ("original", "unlearned", "retrained") if r in result.metrics]
+    for role in roles:
+        table.add_column(role, justify="right")
+    for key in result.metrics["unlearned"]:
+        fmt = "{:.3f}" if key in ("AUC", "KS") else "{:.2f}"
+        table.add_row(key, *[fmt.format(result.metrics[r][key]) for r in roles])
+    if result.lira:
+        table.add_row("LiRA AUC", *[f"{result.lira['results'][r]['AUC']:.3f}" for r in roles])
+    if "unlearned" in result.gap:
+        table.add_row("Avg. Gap", *[f"{result.gap[r]['avg_gap']:.2f}" if r in result.gap else "0.00" for r in roles])
+    console.print(table)
+    v = result.verdict
+    console.print(f"[{STYLE[v['status']]}]{v['headline']}[/]", highlight=False)
+    json_path, html_path = write_report(result, out)
+    console.print(f"wrote {json_path} and {html_path}")
