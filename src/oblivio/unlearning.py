@@ -11,13 +11,31 @@ from torch.utils.data import Dataset as TorchDataset
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
 from .models import check_compatible
+from .methods.common import tensors_of
 from .training import dataset_shape
 
 
 def _sample_hashes(data: TorchDataset) -> set[bytes]:
-    x, _ = data.tensors if hasattr(data, "tensors") else (torch.stack([d[0] for d in data]), None)
+    x, _ = tensors_of(data)
     x = x.detach().cpu().contiguous().float().numpy()
     return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x}
+
+
+def infer_num_classes(model: nn.Module, forget: TorchDataset) -> int:
+    """The number of logits ``model`` outputs for one forget sample (a clear error if it cannot take it)."""
+    x = tensors_of(forget)[0][:1]
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x.to(next(model.parameters()).device))
+    except RuntimeError as e:
+        raise OblivioError(f"model does not accept inputs of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}") from None
+    finally:
+        model.train(was)
+    if out.ndim != 2:
+        raise OblivioError(f"model outputs shape {tuple(out.shape[1:])} per sample; expected one logit per class")
+    return int(out.shape[1])
 
 
 def check_request(
@@ -26,16 +44,19 @@ def check_request(
     retain: TorchDataset | None,
     third_party: TorchDataset | None,
     num_classes: int,
+    forget_classes: tuple[int, ...] | None = None,
+    backdoor_target: int | None = None,
 ) -> None:
-    """Raise a clear ``OblivioError`` for an empty forget set, unknown classes, shape mismatch or leaked third-party data."""
+    """Raise a clear ``OblivioError`` for an empty forget set, unknown classes, shape mismatch,
+    a model that outputs NaN/inf, or a third-party pool that shares samples with the training data."""
     if forget is None or len(forget) == 0:
         raise OblivioError("empty forget set: nothing to unlearn")
-    shape, y = dataset_shape(forget)
+    shape, _ = dataset_shape(forget)
     check_compatible(model, shape, num_classes)
     for name, part in (("forget", forget), ("retain", retain), ("third-party", third_party)):
         if part is None:
             continue
-        if len(part) == 0 and name != "forget":
+        if len(part) == 0:
             raise OblivioError(f"the {name} set is empty; pass None to go without it")
         pshape, py = dataset_shape(part)
         if pshape != shape:
@@ -43,6 +64,17 @@ def check_request(
         bad = py[(py < 0) | (py >= num_classes)]
         if bad.numel():
             raise OblivioError(f"the {name} set has class {int(bad[0])}, but the model has classes 0..{num_classes - 1}")
+    for what, classes in (("forgotten class", forget_classes or ()), ("backdoor target", () if backdoor_target is None else (backdoor_target,))):
+        bad = [c for c in classes if not 0 <= c < num_classes]
+        if bad:
+            raise OblivioError(f"{what} {bad[0]} does not exist: the model has classes 0..{num_classes - 1}")
+    with torch.no_grad():
+        was = model.training
+        model.eval()
+        out = model(tensors_of(forget)[0][:64].to(next(model.parameters()).device))
+        model.train(was)
+    if not torch.isfinite(out).all():
+        raise OblivioError("the model outputs NaN/inf on the forget set; it cannot be unlearned (is the checkpoint corrupt?)")
     if third_party is not None:
         trained = _sample_hashes(forget) | (_sample_hashes(retain) if retain is not None else set())
         leaked = len(_sample_hashes(third_party) & trained)
@@ -82,14 +114,10 @@ def unlearn(
         backdoor_target = backdoor_target if backdoor_target is not None else split.backdoor_target
     if forget is None or len(forget) == 0:
         raise OblivioError("empty forget set: nothing to unlearn")
-    if num_classes is None:
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            num_classes = int(model(forget[0][0][None].to(next(model.parameters()).device)).shape[1])
-            model.train(was)
     unlearner = get_method(method, config, **options)
-    check_request(model, forget, retain, third_party, num_classes)
+    if num_classes is None:
+        num_classes = infer_num_classes(model, forget)
+    check_request(model, forget, retain, third_party, num_classes, forget_classes, backdoor_target)
     data = UnlearnData(
         forget=forget,
         num_classes=num_classes,
@@ -101,4 +129,8 @@ def unlearn(
         seed=seed,
     )
     torch.manual_seed(seed)
-    return unlearner.unlearn(model, data)
+    try:
+        return unlearner.unlearn(model, data)
+    except OblivioError as e:
+        msg = str(e) if repr(unlearner.name) in str(e) else f"method {unlearner.name!r}: {e}"
+        raise OblivioError(msg if "original model" in msg else f"{msg}; the original model is kept") from None
