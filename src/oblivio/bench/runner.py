@@ -87,10 +87,8 @@ class _Runner:
         try:
             doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), lambda: head | compute(),
                                   force=force)
-        except OblivioError as e:
-            doc = head | {"error": str(e)}
         except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
-            doc = head | {"error": f"{type(e).__name__}: {e}"}
+            doc = head | {"error": str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"}
         self.bar.update(1)
         return doc
 
