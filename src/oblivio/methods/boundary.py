@@ -1,0 +1,80 @@
+"""Boundary Shrink: Chen et al., "Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting
+the Decision Space", CVPR 2023 (reference code: TY-LEE-KR/Boundary-Unlearning-Code, ``boundary_shrink``).
+
+Faithful: for each forget sample an adversarial example is found on the frozen original model with
+an L-inf sign-gradient attack (upstream: PGD, bound 0.1, step 8/255, 5 iterations, no random start;
+``attack_steps=1`` gives plain FGSM as in the paper's text); the sample is relabelled with the
+class the original model assigns to that adversarial example (its nearest neighbouring class) and
+the model is fine-tuned on the forget set alone with those labels (SGD, momentum 0.9).
+
+Adapted: (1) the paper calls this label the nearest *but incorrect* class; upstream keeps whatever
+the attack reaches, which is the true class when the attack fails, so here the true (trained) label
+is excluded from the argmax. (2) The attacked model is frozen and the attack deterministic, so labels
+are computed once rather than every epoch (same result). (3) Upstream's lr 1e-5 is for ResNets;
+the digits defaults use a larger rate.
+The method is defined for class forgetting. On a random subset it pushes each forget sample across
+its nearest boundary with no retain data, so forget accuracy falls to the level the unlearner asks for
+but test accuracy pays for it (retrain would keep forget accuracy near test accuracy). On a backdoor
+the forget samples are triggered images labelled with the target; the nearest other class is often the
+true class, so the trigger association is weakened, but nothing guarantees it.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from .base import UnlearnData, Unlearner, register
+from .common import device_of, run_epochs, tensors_of
+
+
+def nearest_wrong_labels(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, bound: float, step: float, iters: int
+) -> torch.Tensor:
+    """Label of the class the model assigns to an L-inf adversarial version of ``x``, excluding ``y``."""
+    lo, hi = float(x.min()), float(x.max())
+    model.eval()
+    adv = x.clone()
+    for _ in range(iters):
+        adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)
+        with torch.no_grad():
+            adv = torch.min(torch.max(adv + step * grad.sign(), x - bound), x + bound).clamp(lo, hi)
+    with torch.no_grad():
+        logits = model(adv)
+        logits[torch.arange(len(y)), y] = float("-inf")
+    return logits.argmax(1)
+
+
+@register
+class BoundaryShrink(Unlearner):
+    """Relabel forget samples with their nearest wrong class (via an adversarial step) and fine-tune."""
+
+    name = "boundary"
+    paper = "Chen et al., Boundary Unlearning, CVPR 2023"
+
+    @dataclass
+    class Config:
+        bound: float = 0.1  # paper code: 0.1 (inputs in [0, 1])
+        step: float = 8 / 255  # paper code: 8/255
+        attack_steps: int = 5  # paper code: 5 (PGD); 1 = FGSM
+        epochs: int = 10  # paper code: 10
+        lr: float = 3e-4  # paper code: 1e-5 (ResNet); tuned on digits
+        batch_size: int = 64  # paper code: 64
+
+    def run(self, model: nn.Module, data: UnlearnData) -> dict:
+        c = self.config
+        dev = device_of(model)
+        x, y = tensors_of(data.forget)
+        x, y = x.to(dev), y.to(dev)
+        labels = nearest_wrong_labels(copy.deepcopy(model), x, y, c.bound, c.step, c.attack_steps)
+        steps = run_epochs(
+            model, TensorDataset(x, labels), F.cross_entropy, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
+            seed=data.seed, where="boundary shrink fine-tuning",
+        )
+        counts = torch.bincount(labels.cpu(), minlength=data.num_classes).tolist()
+        return {"steps": steps, "nearest_label_counts": counts}
