@@ -88,6 +88,21 @@ def test_second_run_resumes_without_recomputing(first_run, monkeypatch):
     assert _numbers(again.runs) == _numbers(written)
 
 
+def test_changed_metric_code_remeasures_cached_models(first_run, monkeypatch):
+    config, out, _ = first_run
+    models = {p: p.stat().st_mtime_ns for p in (out / "models").iterdir()}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached model was trained or unlearned again")
+
+    monkeypatch.setattr(runner, "unlearn", refuse)
+    monkeypatch.setattr(runner, "train", refuse)
+    monkeypatch.setattr(runner, "code_hash", lambda *objs: "new-metric-code")
+    again = run_benchmark(config, out, progress=False)
+    assert again.header["cells_computed"] == 10 and not again.errors
+    assert {p: p.stat().st_mtime_ns for p in (out / "models").iterdir()} == models
+
+
 def test_changed_option_recomputes_only_that_cell_and_numbers_are_reproducible(first_run):
     _, out, _ = first_run
     old = read_csv(out / "runs.csv")

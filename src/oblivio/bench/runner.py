@@ -47,7 +47,12 @@ def _audit() -> tuple[Callable, Callable]:
 
 
 class _Runner:
-    """Computes (or loads from the cache) every cell of one config."""
+    """Computes (or loads from the cache) every cell of one config.
+
+    Models (original, retrain, unlearned) are cached under keys without the audit code, cells
+    (their measures) under keys with it: a changed metric re-measures cached models, it does not
+    retrain or unlearn again.
+    """
 
     def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, bar: tqdm):
         self.cfg, self.data, self.store, self.bar = cfg, data, store, bar
@@ -55,52 +60,63 @@ class _Runner:
         self.base = cfg.base_spec() | {"oblivio": __version__}
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
-        self._models: dict[str, nn.Module] = {}
+        self._models: dict[str, tuple[nn.Module, dict]] = {}
 
     # -- models -------------------------------------------------------------------------------------
-    def _meta(self, seed: int) -> dict:
-        info = self.data.info
-        return {"arch": self.cfg.model, "input_shape": info.input_shape, "num_classes": info.num_classes,
-                "dataset": info.name, "seed": seed}
-
-    def _trained(self, key: str, train_set: TensorDataset, seed: int) -> tuple[nn.Module, float]:
-        """A model trained with the config's recipe on ``train_set`` (cached on disk and in memory)."""
+    def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
+        """The model of ``spec`` and its record, from memory, the disk cache or ``build()``."""
+        key = Store.key(self.base | spec)
         if key not in self._models:
-            def build() -> tuple[nn.Module, float]:
-                model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
-                return model, history.seconds
-
-            self._models[key] = self.store.model(key, build, **self._meta(seed))
+            info = self.data.info
+            self._models[key] = self.store.model(key, build, arch=self.cfg.model, input_shape=info.input_shape,
+                                                 num_classes=info.num_classes, dataset=info.name, seed=seed)
         return self._models[key]
 
-    def original_key(self, split: Split) -> str:
-        poison = asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None
-        return Store.key(self.base | {"role": "original", "seed": split.seed, "poison": poison})
+    def _trained(self, spec: dict, train_set: TensorDataset, seed: int) -> tuple[nn.Module, dict]:
+        """A model trained from scratch with the config's recipe on ``train_set``."""
+        def build() -> tuple[nn.Module, dict]:
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
+            return model, {"seconds": history.seconds}
 
-    def original(self, split: Split) -> nn.Module:
-        return self._trained(self.original_key(split), split.train, split.seed)[0]
+        return self._model(spec, build, seed)
+
+    def original(self, split: Split) -> tuple[nn.Module, dict]:
+        """The original model of this seed (one per seed for clean data, one per backdoor poisoning)."""
+        poison = asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None
+        return self._trained({"role": "original", "seed": split.seed, "poison": poison}, split.train, split.seed)
+
+    def _unlearned(self, spec: dict, start: Callable[[], nn.Module], split: Split, method: str,
+                   forget: TensorDataset | None = None) -> tuple[nn.Module, dict]:
+        def build() -> tuple[nn.Module, dict]:
+            result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
+                             seed=split.seed, **self.cfg.methods[method])
+            return result.model, {"seconds": result.seconds, "info": result.info}
+
+        return self._model(spec | {"role": "unlearned"}, build, split.seed)
 
     # -- cells --------------------------------------------------------------------------------------
-    def _cell(self, spec: dict, compute: Callable[[], dict], label: str, force: bool = False) -> dict:
+    def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, label: str,
+              **extra: Any) -> dict:
+        """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run."""
         self.bar.set_postfix_str(label, refresh=False)
         head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
+
+        def compute() -> dict:
+            net, record = model()
+            start = time.perf_counter()
+            metrics = self.measure(net, split, seed=split.seed)
+            return head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
+                                   "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start}
+
         try:
-            doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), lambda: head | compute(),
-                                  force=force)
+            doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
         except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
             doc = head | {"error": str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"}
         self.bar.update(1)
         return doc
 
-    def _measured(self, model: nn.Module, split: Split, seconds: float, **extra: Any) -> dict:
-        start = time.perf_counter()
-        metrics = self.measure(model, split, seed=split.seed)
-        return {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": seconds,
-                "measure_seconds": time.perf_counter() - start} | extra
-
-    def _unlearned(self, model: nn.Module, split: Split, method: str, forget: TensorDataset | None = None):
-        return unlearn(model, forget=forget, split=split, method=method, arch=self.cfg.model, seed=split.seed,
-                       **self.cfg.methods[method])
+    def _method_spec(self, method: str) -> dict:
+        return {"method": method, "options": self.cfg.methods[method], "code": self.method_code[method]}
 
     def grid(self) -> Iterator[dict]:
         cfg = self.cfg
@@ -110,25 +126,23 @@ class _Runner:
                 split = make_split(self.data, cfg.scenario(name), seed, cfg.third_party_fraction)
                 where = {"scenario": name, "scenario_spec": cfg.scenarios[name], "seed": seed}
                 sizes = split.sizes()
+                label = f"seed {seed} {name}"
 
-                def original_cell() -> dict:
-                    model, seconds = self._trained(self.original_key(split), split.train, seed)
-                    return self._measured(model, split, seconds, sizes=sizes)
+                def original(split: Split = split) -> tuple[nn.Module, dict]:
+                    return self.original(split)
 
-                def retrain_cell() -> dict:
-                    key = Store.key(self.base | where | {"role": "retrain"})
-                    model, seconds = self._trained(key, split.retain, seed)
-                    return self._measured(model, split, seconds, sizes=sizes)
+                def retrain(split: Split = split, where: dict = where) -> tuple[nn.Module, dict]:
+                    return self._trained(where | {"role": "retrain"}, split.retain, split.seed)
 
-                yield self._cell(where | {"method": "original"}, original_cell, f"seed {seed} {name} original")
-                yield self._cell(where | {"method": "retrain"}, retrain_cell, f"seed {seed} {name} retrain")
-                for method, options in cfg.methods.items():
-                    def method_cell(method: str = method) -> dict:
-                        result = self._unlearned(self.original(split), split, method)
-                        return self._measured(result.model, split, result.seconds, info=result.info)
+                yield self._cell(where | {"method": "original"}, original, split, f"{label} original", sizes=sizes)
+                yield self._cell(where | {"method": "retrain"}, retrain, split, f"{label} retrain", sizes=sizes)
+                for method in cfg.methods:
+                    spec = where | self._method_spec(method)
 
-                    spec = where | {"method": method, "options": options, "code": self.method_code[method]}
-                    yield self._cell(spec, method_cell, f"seed {seed} {name} {method}")
+                    def unlearned(spec: dict = spec, split: Split = split, method: str = method):
+                        return self._unlearned(spec, lambda: self.original(split)[0], split, method)
+
+                    yield self._cell(spec, unlearned, split, f"{label} {method}")
 
     # -- sequential requests ------------------------------------------------------------------------
     def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset]]:
@@ -147,50 +161,43 @@ class _Runner:
         return steps
 
     def sequential(self) -> Iterator[dict]:
+        """Per seed: original and retrain-on-what-remains at every step, then each method's chain of unlearning."""
         s = self.cfg.sequential
         for seed in s.seeds:
             self._models.clear()
             steps = self.request_splits(seed)
             plan = {"sequential": {"requests": s.requests, "fraction": s.fraction}, "seed": seed}
             for step, (split, _) in enumerate(steps, 1):
-                where = plan | {"step": step, "deleted": len(split.forget_idx)}
+                where = plan | {"step": step}
+                label, deleted = f"sequential seed {seed} step {step}", len(split.forget_idx)
 
-                def original_cell() -> dict:
-                    model, seconds = self._trained(self.original_key(split), split.train, seed)
-                    return self._measured(model, split, seconds, deleted=len(split.forget_idx))
+                def retrain(split: Split = split, where: dict = where) -> tuple[nn.Module, dict]:
+                    return self._trained(where | {"role": "retrain"}, split.retain, seed)
 
-                def retrain_cell() -> dict:
-                    model, seconds = self._trained(Store.key(self.base | where | {"role": "retrain"}), split.retain, seed)
-                    return self._measured(model, split, seconds, deleted=len(split.forget_idx))
-
-                yield self._cell(where | {"method": "original"}, original_cell, f"seq seed {seed} step {step} original")
-                yield self._cell(where | {"method": "retrain"}, retrain_cell, f"seq seed {seed} step {step} retrain")
+                yield self._cell(where | {"method": "original"}, lambda split=split: self.original(split), split,
+                                 f"{label} original", deleted=deleted)
+                yield self._cell(where | {"method": "retrain"}, retrain, split, f"{label} retrain", deleted=deleted)
             for method in s.methods:
                 yield from self._chain(seed, method, steps, plan)
 
     def _chain(self, seed: int, method: str, steps: list[tuple[Split, TensorDataset]], plan: dict) -> Iterator[dict]:
-        """Unlearn each request from the previous step's model; each step's model is checkpointed for resuming."""
-        previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])
+        """Unlearn each request from the previous step's model (cached per step, rebuilt on demand)."""
+        previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])[0]
         for step, (split, request) in enumerate(steps, 1):
-            spec = plan | {"step": step, "method": method, "options": self.cfg.methods[method],
-                           "code": self.method_code[method]}
-            key = Store.key(self.base | spec | {"audit": self.audit_code})
-            done = self.store.has_model(key) and self.store.cell_path(key).is_file()
+            spec = plan | {"step": step} | self._method_spec(method)
 
-            def compute(previous=previous, split=split, request=request, key=key) -> dict:
-                result = self._unlearned(previous(), split, method, forget=request)
-                self.store.save_model(key, result.model, result.seconds, **self._meta(seed))
-                return self._measured(result.model, split, result.seconds, deleted=len(split.forget_idx),
-                                      info=result.info)
+            def model(spec=spec, previous=previous, split=split, request=request) -> tuple[nn.Module, dict]:
+                return self._unlearned(spec, previous, split, method, forget=request)
 
-            doc = self._cell(spec, compute, f"seq seed {seed} step {step} {method}", force=not done)
+            doc = self._cell(spec, model, split, f"sequential seed {seed} step {step} {method}",
+                             deleted=len(split.forget_idx))
             yield doc
             if "error" in doc:  # the chain cannot go on from a failed step
                 for later in range(step + 1, len(steps) + 1):
-                    yield {"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
                     self.bar.update(1)
+                    yield {"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
                 return
-            previous = (lambda path=self.store.model_path(key): self.store.load_model(path))
+            previous = lambda model=model: model()[0]
 
 
 def run_benchmark(

@@ -13,27 +13,39 @@ from typing import Any, Callable
 
 from torch import nn
 
-from ..checkpoint import load_checkpoint, read_sidecar, save_checkpoint
+from ..checkpoint import load_checkpoint, save_checkpoint
 from ..io import atomic_write_text
 from ..methods import get_method
 from .config import stable_hash
 
 
-def code_hash(obj: Any) -> str:
-    """Hash of the source file defining ``obj``, so a changed method or metric invalidates its cached cells."""
-    try:
-        source = Path(inspect.getsourcefile(obj)).read_bytes()
-    except (TypeError, OSError):
-        return "unknown"
-    return hashlib.sha256(source).hexdigest()[:12]
+def code_hash(*objs: Any) -> str:
+    """Hash of the source files defining ``objs``, so changed code invalidates the cells it produced."""
+    h = hashlib.sha256()
+    for obj in objs:
+        try:
+            h.update(Path(inspect.getsourcefile(obj)).read_bytes())
+        except (TypeError, OSError):
+            h.update(repr(obj).encode())
+    return h.hexdigest()[:12]
 
 
 def method_code_hash(name: str) -> str:
-    return code_hash(type(get_method(name)))
+    """Hash of a method's module and the shared method code (base, common) it builds on."""
+    from ..methods import base, common
+
+    return code_hash(type(get_method(name)), base, common)
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=str))
 
 
 class Store:
-    """Cells under ``<out>/cells/<key>.json``, models under ``<out>/models/<key>.safetensors``."""
+    """Cells under ``<out>/cells/<key>.json``, models under ``<out>/models/<key>.safetensors``.
+
+    ``computed`` and ``cached`` count the cells of this run made afresh and read from the cache.
+    """
 
     def __init__(self, out: Path, resume: bool = True):
         self.out = Path(out)
@@ -51,10 +63,10 @@ class Store:
     def model_path(self, key: str) -> Path:
         return self.out / "models" / f"{key}.safetensors"
 
-    def cell(self, key: str, compute: Callable[[], dict], force: bool = False) -> dict:
-        """The cached cell ``key``, or (when absent, or ``force``) ``compute()``'s result written to the cache."""
+    def cell(self, key: str, compute: Callable[[], dict]) -> dict:
+        """The cached cell ``key``, or ``compute()``'s result written to the cache."""
         path = self.cell_path(key)
-        if self.resume and not force and path.is_file():
+        if self.resume and path.is_file():
             try:
                 doc = json.loads(path.read_text())
                 self.cached += 1
@@ -66,26 +78,14 @@ class Store:
         self.computed += 1
         return doc
 
-    def has_model(self, key: str) -> bool:
-        return self.resume and self.model_path(key).is_file()
-
-    def model(self, key: str, build: Callable[[], tuple[nn.Module, float]], **meta: Any) -> tuple[nn.Module, float]:
-        """The cached model ``key`` and the seconds it took to make, or ``build()``'s result saved as a checkpoint."""
+    def model(self, key: str, build: Callable[[], tuple[nn.Module, dict]], **meta: Any) -> tuple[nn.Module, dict]:
+        """The cached model ``key`` and its record (``seconds``, ``info``), or ``build()``'s result saved as a checkpoint."""
         path = self.model_path(key)
-        if self.has_model(key):
-            return self.load_model(path), self.model_seconds(key)
-        model, seconds = build()
-        self.save_model(key, model, seconds, **meta)
-        return model, seconds
-
-    def save_model(self, key: str, model: nn.Module, seconds: float, *, arch: str, input_shape, num_classes: int,
-                   dataset: str, seed: int) -> None:
-        save_checkpoint(self.model_path(key), model, arch=arch, input_shape=tuple(input_shape),
-                        num_classes=num_classes, dataset=dataset, seed=seed, extra={"seconds": seconds})
-
-    @staticmethod
-    def load_model(path: Path) -> nn.Module:
-        return load_checkpoint(path)[0]
-
-    def model_seconds(self, key: str) -> float:
-        return float(read_sidecar(self.model_path(key))["extra"]["seconds"])
+        if self.resume and path.is_file():
+            model, sidecar = load_checkpoint(path)
+            return model, sidecar["extra"]
+        model, record = build()
+        record = _jsonable(record)
+        save_checkpoint(path, model, arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
+                        num_classes=meta["num_classes"], dataset=meta["dataset"], seed=meta["seed"], extra=record)
+        return model, record
