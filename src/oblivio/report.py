@@ -14,6 +14,7 @@ from .io import atomic_write_text
 
 ROLE_LABEL = {"original": "original (before)", "unlearned": "unlearned (after)", "retrained": "retrained (gold standard)"}
 ROLE_COLOR = {"original": "#9ca3af", "unlearned": "#2563eb", "retrained": "#16a34a"}
+LINE = {"original": {"lw": 2.5, "ls": (0, (4, 2))}, "unlearned": {"lw": 2}, "retrained": {"lw": 2}}
 FORGET_COLOR, REFERENCE_COLOR = "#e4572e", "#4c78a8"
 STATUS = {"pass": ("#15803d", "#dcfce7", "✓"), "warn": ("#b45309", "#fef3c7", "!"), "fail": ("#b91c1c", "#fee2e2", "✗")}
 UNITS = {"UA": "%", "RA": "%", "TA": "%", "MIA": "%", "ASR": "%", "AUC": "0–1", "KS": "0–1"}
@@ -109,7 +110,7 @@ def roc_figure(result) -> str:
     ax = axes[0][0]
     for role in roles:
         c = result.curves[role]
-        ax.plot(c["threshold_fpr"], c["threshold_tpr"], color=ROLE_COLOR[role], lw=2,
+        ax.plot(c["threshold_fpr"], c["threshold_tpr"], color=ROLE_COLOR[role], **LINE[role],
                 label=f"{ROLE_LABEL[role]}  AUC {result.metrics[role]['AUC']:.3f}")
     ax.plot([0, 1], [0, 1], color="#6b7280", ls="--", lw=0.8)
     ax.set(xlabel="false-positive rate", ylabel="true-positive rate", title="threshold attack (confidence / loss)")
@@ -119,7 +120,7 @@ def roc_figure(result) -> str:
         floor = 1.0 / max(result.split["sizes"]["reference"], 1)
         for role in roles:
             c = result.curves[role]
-            ax.plot(np.maximum(c["lira_fpr"], floor / 2), np.maximum(c["lira_tpr"], floor / 2), color=ROLE_COLOR[role], lw=2,
+            ax.plot(np.maximum(c["lira_fpr"], floor / 2), np.maximum(c["lira_tpr"], floor / 2), color=ROLE_COLOR[role], **LINE[role],
                     label=f"{ROLE_LABEL[role]}  AUC {result.lira['results'][role]['AUC']:.3f}")
         grid = np.logspace(np.log10(floor / 2), 0, 50)
         ax.plot(grid, grid, color="#6b7280", ls="--", lw=0.8)
@@ -257,7 +258,7 @@ def render_html(result) -> str:
 <div class=text style="color:{fg}">{escape(v['headline'])}</div></div>
 {_chips(result)}
 <h2>Checks behind the verdict</h2>
-<p class=caption>Tolerance: max(2 points, 2 binomial standard errors of the reference on the samples it is measured on).</p>
+<p class=caption>Tolerance: max(2 points, 2 standard errors of the reference rate on the samples it is measured on; Agresti–Coull).</p>
 {_checks_table(v)}
 <h2>Confidence on forget vs held-out samples</h2>
 <p class=caption>Each panel: how confident the model is in the true label of forget samples (orange) and of held-out

@@ -1,7 +1,9 @@
 """The verdict a person reads first: did forgetting work, judged against a retrained model (or proxies).
 
 Each check compares one number of the unlearned model with a reference and a tolerance of
-max(2 points, 2 binomial standard errors of the reference on the samples it is measured on).
+max(2 points, 2 standard errors of the reference rate on the samples it is measured on); the
+standard error uses the Agresti-Coull adjustment (two successes and two failures added), so a
+reference of 0% or 100% on a small set still gets an honest, non-zero uncertainty.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from ..scenarios import Backdoor, ClassForget, Split
 
 
 def tolerance(reference_percent: float, n: int, floor: float = 2.0) -> float:
-    """max(``floor``, 2 binomial standard errors) in percentage points for a rate measured on ``n`` samples."""
+    """max(``floor``, 2 Agresti-Coull standard errors) in percentage points for a rate measured on ``n`` samples."""
     p = min(max(reference_percent / 100.0, 0.0), 1.0)
-    return max(floor, 200.0 * math.sqrt(p * (1 - p) / max(n, 1)))
+    adjusted = (p * n + 2) / (n + 4)
+    return max(floor, 200.0 * math.sqrt(adjusted * (1 - adjusted) / (n + 4)))
 
 
 def _check(name: str, value: float, reference: float, tol: float, rule: str, what: str) -> dict:
@@ -23,7 +26,11 @@ def _check(name: str, value: float, reference: float, tol: float, rule: str, wha
 
 
 def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None) -> dict:
-    """Checks and a one-line headline: status "pass" (forgotten), "warn" (forgotten but utility lost, or proxy only) or "fail"."""
+    """Checks and a one-line headline: status "pass" (forgotten), "warn" (forgotten but utility lost, or proxy only) or "fail".
+
+    When the original model already passes the same forgetting checks, the headline says so: the
+    forget set left no measurable trace to remove.
+    """
     n_forget, n_test = len(split.forget_idx), len(split.y_test)
     n_trig = len(split.y_test_triggered) if split.y_test_triggered is not None else 0
     forget_acc = 100.0 - metrics["UA"]
@@ -66,6 +73,8 @@ def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict 
     elif basis == "retrained":
         status = "pass"
         headline = "Forgetting worked: the unlearned model matches a model retrained without the forget set."
+        if original is not None and verdict(original, split, retrained)["status"] != "fail":
+            headline += " (So did the original: the forget set left no measurable trace.)"
     else:
         status = "warn"
         headline = ("Looks forgotten on proxy checks only: give a retrained model (--retrained) for a real comparison.")
