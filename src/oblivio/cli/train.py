@@ -86,8 +86,11 @@ def demo(
         result = unlearn(original, split=split, method=method, arch="mlp", seed=seed)
         rows[method] = evaluate(result.model, split)
         times[method] = result.seconds
+        if result.info:
+            console.print(f"{method}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()))
         gold, ghist = retrain("mlp", split.retain, data.num_classes, config)
         rows["retrain"] = evaluate(gold, split)
         times["retrain"] = ghist.seconds
-    console.print(percent_table("accuracy (%) on each part of the data", rows))
+    columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
+    console.print(percent_table("accuracy (%) on each part of the data (asr: backdoor attack success rate)", rows, columns))
     console.print("wall time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
