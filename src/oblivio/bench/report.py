@@ -78,6 +78,7 @@ def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cach
         "oblivio": __version__,
         "seeds": list(cfg.seeds),
         "wall_seconds": round(wall_seconds, 1),
+        "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
         "cells_computed": computed,
         "cells_cached": cached,
     }
@@ -222,10 +223,23 @@ def _describe(spec: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None) or spec["kind"]
 
 
+def ranking_table(result: BenchResult, top: int = 3) -> tuple[str, list[str], list[list[str]]]:
+    """Per scenario, the methods closest to retrain (lowest mean Avg. Gap), with their time ratio."""
+    rows = []
+    for name in result.config.scenarios:
+        ranked = sorted((r for r in result.summary if r["scenario"] == name and r["method"] not in ("original", "retrain")
+                         and "avg_gap_mean" in r), key=lambda r: r["avg_gap_mean"])
+        cells = [f"{r['method']} {r['avg_gap_mean']:.2f} ({r.get('time_ratio_mean', float('nan')):.3f}×)"
+                 for r in ranked[:top]]
+        rows.append([name, *cells, *["-"] * (top - len(cells))])
+    headers = ["Scenario", *[f"#{i + 1}: Avg. Gap (× retrain time)" for i in range(top)]]
+    return "Closest to retrain (lowest mean Avg. Gap)", headers, rows
+
+
 def all_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = scenario_tables(result)
     seq = sequential_table(result)
-    return tables + ([seq] if seq else []) + [accuracy_table(result)]
+    return [ranking_table(result)] + tables + ([seq] if seq else []) + [accuracy_table(result)]
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:

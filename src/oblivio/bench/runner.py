@@ -7,6 +7,7 @@ retain set, and each method unlearns from the original. Every finished cell is c
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -106,7 +107,8 @@ class _Runner:
             start = time.perf_counter()
             metrics = self.measure(net, split, seed=split.seed)
             return head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
-                                   "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start}
+                                   "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start,
+                                   "load_avg": os.getloadavg()[0]}
 
         try:
             doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
