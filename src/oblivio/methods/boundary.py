@@ -13,10 +13,12 @@ is excluded from the argmax. (2) The attacked model is frozen and the attack det
 are computed once rather than every epoch (same result). (3) Upstream's lr 1e-5 is for ResNets;
 the digits defaults use a larger rate.
 The method is defined for class forgetting. On a random subset it pushes each forget sample across
-its nearest boundary with no retain data, so forget accuracy falls to the level the unlearner asks for
-but test accuracy pays for it (retrain would keep forget accuracy near test accuracy). On a backdoor
-the forget samples are triggered images labelled with the target; the nearest other class is often the
-true class, so the trigger association is weakened, but nothing guarantees it.
+its nearest boundary with no retain data to hold the rest in place, so it costs test accuracy and
+drives forget accuracy below what retraining gives (digits MLP: test 96% -> 92.5%, forget 91.5%;
+a larger rate makes it much worse). On a backdoor the forget samples are triggered images labelled
+with the target; the nearest other class is usually the true class (86% on digits), so the trigger
+is removed (ASR 99% -> 0%), but since no sample keeps the target label the clean target class is
+suppressed too (digits MLP: test 97% -> 83%).
 """
 from __future__ import annotations
 
