@@ -80,3 +80,12 @@ def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
         return data.tensors[0], data.tensors[1]
     xs, ys = zip(*(data[i] for i in range(len(data))))
     return torch.stack(xs), torch.as_tensor(ys)
+
+
+def require_positive(method: str, **values: float) -> None:
+    """Raise ``OblivioError`` naming the first option of ``method`` that is not > 0."""
+    from ..errors import OblivioError
+
+    for name, value in values.items():
+        if not value > 0:
+            raise OblivioError(f"{method}: option {name} must be positive, got {value}")
