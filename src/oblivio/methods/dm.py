@@ -102,18 +102,18 @@ class DistributionMatching(Unlearner):
 
     @dataclass
     class Config:
-        lr: float = 3e-4
+        lr: float = 1e-3
         optimizer: str = "adam"
         batch_size: int = 128
         retain_batch_size: int = 128
-        match_weight: float = 0.05
+        match_weight: float = 0.02
         retain_weight: float = 1.0
         bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
         max_steps: int = 500
         check_every: int = 5
         threshold: float | None = None
         alpha: float = 0.05
-        stat_samples: int = 1000
+        stat_samples: int = 512
         mass_floor: float = 0.01
         max_forgotten_share: float = 0.02
 
