@@ -61,6 +61,21 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _git_commit() -> str | None:
+    """The checkout's commit (with "+dirty" when tracked files differ), or None outside a git checkout."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cached: int) -> dict:
     """Machine, versions, date, seeds and config hash: the first lines of every output."""
     return {
@@ -76,6 +91,7 @@ def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cach
         "torch_threads": cfg.threads or torch.get_num_threads(),
         "device": "cuda" if torch.cuda.is_available() else "cpu",
         "oblivio": __version__,
+        "git_commit": _git_commit(),
         "seeds": list(cfg.seeds),
         "wall_seconds": round(wall_seconds, 1),
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),
