@@ -4,12 +4,13 @@ from __future__ import annotations
 import os
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from ..checkpoint import load_checkpoint, model_hash
+from ..checkpoint import load_checkpoint, model_hash, read_sidecar
 from ..errors import OblivioError
 from ..scenarios import Split
 from .lira import LiraConfig, lira_attack, shadow_config_for, train_shadows
@@ -158,6 +159,20 @@ def _same_training(meta: dict, other: dict, what: str, path: str | os.PathLike) 
         raise OblivioError(f"{what} checkpoint {path} was trained on different data than the unlearned model")
 
 
+def _recorded_original(checkpoint: str | os.PathLike, recorded: dict) -> Path | None:
+    """The original checkpoint recorded by ``oblivio forget``, as written or beside ``checkpoint``, if its hash matches."""
+    if not recorded.get("path"):
+        return None
+    for candidate in (Path(recorded["path"]), Path(checkpoint).parent / Path(recorded["path"]).name):
+        if candidate.is_file():
+            try:
+                if read_sidecar(candidate).get("model_hash") == recorded.get("model_hash"):
+                    return candidate
+            except OblivioError:
+                continue
+    return None
+
+
 def audit_checkpoint(
     checkpoint: str | os.PathLike,
     *,
@@ -168,7 +183,8 @@ def audit_checkpoint(
 ) -> AuditResult:
     """Audit an unlearned checkpoint written by ``oblivio forget``, rebuilding its data and split from the sidecar.
 
-    ``original`` defaults to the path recorded in the sidecar when that file still exists. Refuses a
+    ``original`` defaults to the path recorded in the sidecar (or that file name beside the checkpoint)
+    when it exists and its model hash matches the record. Refuses a
     retrained checkpoint made for a different forget split, and an original the model was not made from.
     """
     from ..pipeline import split_for_checkpoint
@@ -178,9 +194,10 @@ def audit_checkpoint(
     unlearning = (meta.get("extra") or {}).get("unlearning") or {}
     notes = []
     recorded = unlearning.get("original") or {}
-    if original is None and recorded.get("path") and os.path.isfile(recorded["path"]):
-        original = recorded["path"]
-        notes.append(f"original model taken from the path recorded in the checkpoint: {original}")
+    if original is None:
+        original = _recorded_original(checkpoint, recorded)
+        if original is not None:
+            notes.append(f"original model taken from the path recorded in the checkpoint: {original}")
 
     orig_model = orig_meta = None
     if original is not None:
