@@ -165,3 +165,13 @@ def test_l1_sparse_shrinks_weights(outcome, original):
 def test_unknown_option_is_refused():
     with pytest.raises(OblivioError, match="no option"):
         get_method("scrub", learning_rate=0.1)
+
+
+@pytest.mark.parametrize(
+    "method, option, value",
+    [("bad-teacher", "lr", -1.0), ("scrub", "kd_T", 0.0), ("salun", "mask_ratio", 1.5), ("l1-sparse", "epochs", 0),
+     ("ssd", "alpha", 0.0), ("unsir", "batch_size", 0), ("boundary", "bound", -0.1)],
+)
+def test_bad_options_are_refused(method, option, value):
+    with pytest.raises(OblivioError, match=option):
+        get_method(method, **{option: value})

@@ -24,7 +24,7 @@ from torch.utils.data import TensorDataset
 
 from ..training import fresh_copy, predict
 from .base import UnlearnData, Unlearner, register
-from .common import run_epochs, soft_kl, tensors_of
+from .common import require_positive, run_epochs, soft_kl, tensors_of
 
 
 @register
@@ -43,6 +43,13 @@ class BadTeacher(Unlearner):
         temperature: float = 1.0  # paper: 1
         retain_fraction: float = 0.3  # paper: 30% of the retain set
         optimizer: str = "adam"  # paper: Adam
+
+        def __post_init__(self) -> None:
+            require_positive(
+                "bad-teacher",
+                epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, temperature=self.temperature,
+                retain_fraction=self.retain_fraction,
+            )
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config

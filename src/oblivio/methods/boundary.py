@@ -22,7 +22,6 @@ suppressed too (digits MLP: test 97% -> 83%).
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -31,7 +30,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, run_epochs, tensors_of
+from .common import device_of, require_positive, run_epochs, tensors_of
 
 
 def nearest_wrong_labels(
@@ -68,12 +67,19 @@ class BoundaryShrink(Unlearner):
         lr: float = 3e-4  # paper code: 1e-5 (ResNet); tuned on digits
         batch_size: int = 64  # paper code: 64
 
+        def __post_init__(self) -> None:
+            require_positive(
+                "boundary",
+                bound=self.bound, step=self.step, attack_steps=self.attack_steps, epochs=self.epochs, lr=self.lr,
+                batch_size=self.batch_size,
+            )
+
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
         dev = device_of(model)
         x, y = tensors_of(data.forget)
         x, y = x.to(dev), y.to(dev)
-        labels = nearest_wrong_labels(copy.deepcopy(model), x, y, c.bound, c.step, c.attack_steps)
+        labels = nearest_wrong_labels(model, x, y, c.bound, c.step, c.attack_steps)
         steps = run_epochs(
             model, TensorDataset(x, labels), F.cross_entropy, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
             seed=data.seed, where="boundary shrink fine-tuning",

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import UnlearnData, Unlearner, register
-from .common import run_epochs
+from .common import require_positive, run_epochs
 
 
 def l1_norm(model: nn.Module) -> torch.Tensor:
@@ -41,6 +41,9 @@ class L1Sparse(Unlearner):
         alpha: float = 2e-3  # paper: ~5e-4 for ResNet-18; tuned on digits
         batch_size: int = 64  # paper: 256
         weight_decay: float = 5e-4  # paper: 5e-4
+
+        def __post_init__(self) -> None:
+            require_positive("l1-sparse", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config

@@ -23,7 +23,7 @@ from torch.utils.data import ConcatDataset, TensorDataset
 
 from ..errors import OblivioError
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, make_loader, run_epochs, tensors_of
+from .common import device_of, make_loader, require_positive, run_epochs, tensors_of
 
 
 def saliency_mask(model: nn.Module, forget, ratio: float, batch_size: int) -> dict[str, torch.Tensor]:
@@ -34,7 +34,8 @@ def saliency_mask(model: nn.Module, forget, ratio: float, batch_size: int) -> di
     for x, y in make_loader(forget, batch_size, 0, shuffle=False):
         (-F.cross_entropy(model(x.to(dev)), y.to(dev))).backward()
     params = dict(model.named_parameters())
-    scores = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).abs().flatten() for p in params.values()])
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params.values()]
+    scores = torch.cat([g.abs().flatten() for g in grads])
     model.zero_grad()
     keep = torch.zeros_like(scores, dtype=torch.bool)
     keep[torch.argsort(scores, descending=True, stable=True)[: int(round(ratio * scores.numel()))]] = True
@@ -64,6 +65,7 @@ class SalUn(Unlearner):
         def __post_init__(self) -> None:
             if not 0 < self.mask_ratio <= 1:
                 raise OblivioError(f"salun: mask_ratio must lie in (0, 1], got {self.mask_ratio}")
+            require_positive("salun", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config

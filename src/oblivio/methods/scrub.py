@@ -22,7 +22,7 @@ from torch import nn
 
 from ..training import check_finite, make_optimizer
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, make_loader, soft_kl
+from .common import device_of, make_loader, require_positive, soft_kl
 
 
 @register
@@ -46,6 +46,13 @@ class Scrub(Unlearner):
         weight_decay: float = 5e-4  # paper: 5e-4
         lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # paper: (3, 5, 9)
         lr_decay_rate: float = 0.1  # paper: 0.1
+
+        def __post_init__(self) -> None:
+            require_positive(
+                "scrub",
+                sgda_epochs=self.sgda_epochs, lr=self.lr, kd_T=self.kd_T, batch_size=self.batch_size,
+                forget_batch_size=self.forget_batch_size,
+            )
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config

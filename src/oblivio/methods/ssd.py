@@ -27,7 +27,7 @@ from torch.func import functional_call, grad, vmap
 from torch.utils.data import ConcatDataset
 
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, make_loader
+from .common import device_of, make_loader, require_positive
 
 
 def fisher_diagonal(model: nn.Module, data, batch_size: int, per_sample: bool = True) -> dict[str, torch.Tensor]:
@@ -79,6 +79,12 @@ class SSD(Unlearner):
         per_sample: bool = True  # paper's definition; upstream code: False (mini-batch estimate)
         batch_size: int = 64  # chunk size (per-sample) or mini-batch size (upstream estimate)
 
+        def __post_init__(self) -> None:
+            require_positive(
+                "ssd",
+                alpha=self.alpha, dampening=self.dampening, exponent=self.exponent, batch_size=self.batch_size,
+            )
+
     @torch.no_grad()
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
@@ -88,7 +94,8 @@ class SSD(Unlearner):
         changed = 0
         for n, p in model.named_parameters():
             where = forg[n] > c.alpha * glob[n]
-            beta = ((c.dampening * glob[n]) / forg[n].clamp_min(torch.finfo(p.dtype).tiny)).pow(c.exponent).clamp(max=1.0)
+            ratio = c.dampening * glob[n] / forg[n].clamp_min(torch.finfo(p.dtype).tiny)
+            beta = ratio.pow(c.exponent).clamp(max=1.0)
             p.mul_(torch.where(where, beta, torch.ones_like(beta)))
             changed += int(where.sum())
         return {"dampened": changed, "total_weights": sum(p.numel() for p in model.parameters())}

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, TensorDataset
 
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, run_epochs, tensors_of
+from .common import device_of, require_positive, run_epochs, tensors_of
 
 
 def error_maximising_noise(
@@ -37,6 +37,7 @@ def error_maximising_noise(
     noise = torch.randn((len(labels), *shape), generator=g).to(dev).requires_grad_(True)
     opt = torch.optim.Adam([noise], lr=lr)
     model.eval()
+    trainable = [p.requires_grad for p in model.parameters()]
     for p in model.parameters():
         p.requires_grad_(False)
     try:
@@ -46,8 +47,8 @@ def error_maximising_noise(
             loss.backward()
             opt.step()
     finally:
-        for p in model.parameters():
-            p.requires_grad_(True)
+        for p, flag in zip(model.parameters(), trainable):
+            p.requires_grad_(flag)
     return noise.detach()
 
 
@@ -85,6 +86,14 @@ class Unsir(Unlearner):
         repair_lr: float = 0.01  # paper: 0.01
         batch_size: int = 128  # paper: 256; tuned on digits
 
+        def __post_init__(self) -> None:
+            require_positive(
+                "unsir",
+                noise_lr=self.noise_lr, noise_per_class=self.noise_per_class, noise_copies=self.noise_copies,
+                retain_per_class=self.retain_per_class, impair_epochs=self.impair_epochs, impair_lr=self.impair_lr,
+                repair_lr=self.repair_lr, batch_size=self.batch_size,
+            )
+
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
         x_f, y_f = tensors_of(data.forget)
@@ -94,8 +103,10 @@ class Unsir(Unlearner):
         else:
             labels = y_f.clone()
         labels = labels.to(dev)
-        noise = error_maximising_noise(model, labels, tuple(x_f.shape[1:]), c.noise_steps, c.noise_lr, c.noise_reg, data.seed)
-        noisy = TensorDataset(noise.repeat(c.noise_copies, *[1] * (noise.ndim - 1)).cpu(), labels.repeat(c.noise_copies).cpu())
+        shape = tuple(x_f.shape[1:])
+        noise = error_maximising_noise(model, labels, shape, c.noise_steps, c.noise_lr, c.noise_reg, data.seed)
+        copies = c.noise_copies
+        noisy = TensorDataset(noise.repeat(copies, *[1] * len(shape)).cpu(), labels.repeat(copies).cpu())
         retain = retain_subset(data.retain, c.retain_per_class, data.seed)
         impair = run_epochs(
             model, ConcatDataset([noisy, retain]), F.cross_entropy, epochs=c.impair_epochs, lr=c.impair_lr,
