@@ -185,4 +185,4 @@ def test_verdict_tolerance_is_honest_for_small_and_extreme_rates():
 
     assert tolerance(50.0, 100_000) == 2.0  # floor of 2 points
     assert tolerance(0.0, 20) > 10.0 and tolerance(0.0, 2000) == 2.0  # 0% on 20 samples is still uncertain
-    assert tolerance(50.0, 100) == pytest.approx(200 * math.sqrt(0.5 * 0.5 / 104))
+    assert tolerance(50.0, 100) == pytest.approx(200 * math.sqrt(2 * 0.5 * 0.5 / 104))

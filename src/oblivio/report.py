@@ -258,7 +258,7 @@ def render_html(result) -> str:
 <div class=text style="color:{fg}">{escape(v['headline'])}</div></div>
 {_chips(result)}
 <h2>Checks behind the verdict</h2>
-<p class=caption>Tolerance: max(2 points, 2 standard errors of the reference rate on the samples it is measured on; Agresti–Coull).</p>
+<p class=caption>Each check compares a rate of the unlearned model with the reference's rate on the same samples. Tolerance: max(2 points, 2 standard errors of the difference of two such rates, √2 × the Agresti–Coull binomial SE of the reference).</p>
 {_checks_table(v)}
 <h2>Confidence on forget vs held-out samples</h2>
 <p class=caption>Each panel: how confident the model is in the true label of forget samples (orange) and of held-out

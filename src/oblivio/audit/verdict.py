@@ -1,9 +1,10 @@
 """The verdict a person reads first: did forgetting work, judged against a retrained model (or proxies).
 
-Each check compares one number of the unlearned model with a reference and a tolerance of
-max(2 points, 2 standard errors of the reference rate on the samples it is measured on); the
-standard error uses the Agresti-Coull adjustment (two successes and two failures added), so a
-reference of 0% or 100% on a small set still gets an honest, non-zero uncertainty.
+Each check compares one rate of the unlearned model with the same rate of a reference model on
+the same n samples. Both are estimates, so their difference has a standard error of about
+sqrt(2) x SE, with SE the binomial standard error of the reference rate (Agresti-Coull adjusted:
+two successes and two failures added, so 0% or 100% on a small set keeps a non-zero
+uncertainty). Tolerance = max(2 points, 2 x sqrt(2) x SE).
 """
 from __future__ import annotations
 
@@ -13,16 +14,24 @@ from ..scenarios import Backdoor, ClassForget, Split
 
 
 def tolerance(reference_percent: float, n: int, floor: float = 2.0) -> float:
-    """max(``floor``, 2 Agresti-Coull standard errors) in percentage points for a rate measured on ``n`` samples."""
+    """max(``floor``, 2 standard errors of a difference of two rates on ``n`` samples) in percentage points."""
     p = min(max(reference_percent / 100.0, 0.0), 1.0)
     adjusted = (p * n + 2) / (n + 4)
-    return max(floor, 200.0 * math.sqrt(adjusted * (1 - adjusted) / (n + 4)))
+    return max(floor, 200.0 * math.sqrt(2 * adjusted * (1 - adjusted) / (n + 4)))
 
 
 def _check(name: str, value: float, reference: float, tol: float, rule: str, what: str) -> dict:
     ok = {"close": abs(value - reference) <= tol, "at_most": value <= reference + tol, "at_least": value >= reference - tol}[rule]
     return {"name": name, "value": value, "reference": reference, "tolerance": tol, "rule": rule, "ok": bool(ok),
             "reference_is": what}
+
+
+def _failure_kind(check: dict) -> str:
+    """Which way a failed forgetting check went: the model still knows the forget set, or lost more than retraining would."""
+    if check["name"] == "backdoor ASR":
+        return "Backdoor still active"
+    still_knows = check["value"] > check["reference"] if check["name"] == "forget accuracy" else check["value"] < check["reference"]
+    return "Not forgotten" if still_knows else "Over-forgotten (unlike a retrained model, and detectably so)"
 
 
 def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None) -> dict:
@@ -65,7 +74,9 @@ def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict 
         status = "fail"
         c = failed[0]
         target = ref_word or c["reference_is"]
-        headline = f"Not forgotten: {c['name']} is {c['value']:.1f}% vs {c['reference']:.1f}% for {target} (tolerance ±{c['tolerance']:.1f} pts)."
+        headline = f"{_failure_kind(c)}: {c['name']} is {c['value']:.1f}% vs {c['reference']:.1f}% for {target} (tolerance ±{c['tolerance']:.1f} pts)."
+        if lost_utility:
+            headline += f" Test accuracy also fell to {utility['value']:.1f}%."
     elif lost_utility:
         status = "warn"
         headline = (f"Forgotten, but test accuracy dropped to {utility['value']:.1f}% "
