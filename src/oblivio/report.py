@@ -59,7 +59,11 @@ def histogram_figure(result) -> str:
         ax.set_title(f"{ROLE_LABEL[role]}\nAUC {m['AUC']:.3f} · KS {m['KS']:.3f}")
         ax.set_xlabel("confidence in true label, log p/(1−p)")
         top = ax.secondary_xaxis("top")
-        ticks = [t for t in (0.01, 0.5, 0.99, 0.9999, 0.999999) if lo <= np.log(t / (1 - t)) <= hi]
+        ticks: list[float] = []
+        for t in (0.5, 0.01, 0.99, 0.9999, 1e-4, 0.999999, 1e-6, 1 - 1e-9, 1e-9):
+            x = np.log(t / (1 - t))
+            if lo <= x <= hi and all(abs(x - np.log(u / (1 - u))) > (hi - lo) / 7 for u in ticks):
+                ticks.append(t)
         top.set_xticks([np.log(t / (1 - t)) for t in ticks], [f"{t:g}" for t in ticks])
         top.tick_params(labelsize=8, colors="#6b7280")
     axes[0][0].set_ylabel("density")

@@ -31,7 +31,7 @@ def _failure_kind(check: dict) -> str:
     if check["name"] == "backdoor ASR":
         return "Backdoor still active"
     still_knows = check["value"] > check["reference"] if check["name"] == "forget accuracy" else check["value"] < check["reference"]
-    return "Not forgotten" if still_knows else "Over-forgotten (unlike a retrained model, and detectably so)"
+    return "Not forgotten" if still_knows else "Over-forgotten"
 
 
 def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None) -> dict:
@@ -75,6 +75,8 @@ def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict 
         c = failed[0]
         target = ref_word or c["reference_is"]
         headline = f"{_failure_kind(c)}: {c['name']} is {c['value']:.1f}% vs {c['reference']:.1f}% for {target} (tolerance ±{c['tolerance']:.1f} pts)."
+        if _failure_kind(c) == "Over-forgotten":
+            headline += " Retraining would not lose this much, and the drop itself is detectable."
         if lost_utility:
             headline += f" Test accuracy also fell to {utility['value']:.1f}%."
     elif lost_utility:
