@@ -15,7 +15,7 @@ from torch.utils.data import TensorDataset
 from ..errors import OblivioError
 from ..training import check_finite, make_optimizer, predict
 from .base import UnlearnData, Unlearner, register
-from .common import cycle, device_of, make_loader, tensors_of
+from .common import device_of, tensor_batches, tensors_of
 
 
 def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float:
@@ -160,10 +160,10 @@ class DistributionMatching(Unlearner):
         def matched(ks: float, share: float) -> bool:
             return ks <= threshold and share <= c.max_forgotten_share
 
-        forget_it = cycle(make_loader(data.forget, c.batch_size, data.seed))
-        third_it = cycle(make_loader(reference, c.batch_size, data.seed + 1))
+        forget_it = tensor_batches(data.forget, c.batch_size, data.seed)
+        third_it = tensor_batches(reference, c.batch_size, data.seed + 1)
         use_retain = data.retain is not None and c.retain_weight > 0
-        retain_it = cycle(make_loader(data.retain, c.retain_batch_size, data.seed + 2)) if use_retain else None
+        retain_it = tensor_batches(data.retain, c.retain_batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
         initial, share = measure()
         ks, steps = initial, 0

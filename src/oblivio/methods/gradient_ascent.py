@@ -21,7 +21,8 @@ class GradientAscent(Unlearner):
 
     Thudi et al., "Unrolling SGD: Understanding Factors Influencing Machine Unlearning" (EuroS&P 2022);
     Graves et al., "Amnesiac Machine Learning" (AAAI 2021); the GA rows of SalUn / Unlearn-Sparse.
-    Unbounded: too many steps destroy the model, so the defaults are deliberately short.
+    Unbounded: too many steps destroy the model, so the defaults are deliberately short (on digits,
+    class 3: lr 0.003 leaves 66% forget accuracy, 0.004 -> 13% with retain 96%, 0.005 -> retain 89%).
     """
 
     name = "ga"
@@ -30,7 +31,7 @@ class GradientAscent(Unlearner):
     @dataclass
     class Config:
         epochs: int = 3
-        lr: float = 0.01
+        lr: float = 0.004
         batch_size: int = 64
         optimizer: str = "sgd"
 
