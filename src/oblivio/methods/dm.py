@@ -26,7 +26,10 @@ def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float:
 
 def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Tensor:
     """Squared MMD (biased V-statistic) between samples ``a`` (n, d) and ``b`` (m, d), sum of Gaussian kernels."""
-    d_aa, d_bb, d_ab = torch.cdist(a, a).pow(2), torch.cdist(b, b).pow(2), torch.cdist(a, b).pow(2)
+    def sq(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # squared distances, no sqrt (finite gradient at 0)
+        return (u[:, None, :] - v[None, :, :]).pow(2).sum(-1)
+
+    d_aa, d_bb, d_ab = sq(a, a), sq(b, b), sq(a, b)
     total = a.new_zeros(())
     for s in bandwidths:
         g = -0.5 / (s * s)
