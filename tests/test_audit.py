@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from oblivio import OblivioError, RandomSubset, TrainConfig, accuracy, attack_success_rate, build_model, make_split, retrain, train
 from oblivio.audit import (

@@ -13,6 +13,7 @@ score them alike (AUC 0.5), as a retrained model does.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Union
 
@@ -94,8 +95,6 @@ def train_shadows(
 
     Deterministic for a seed on CPU. Returns the out-Gaussians of phi for forget and reference samples.
     """
-    import time
-
     config = config or LiraConfig()
     if n_shadows < 2:
         raise OblivioError(f"LiRA needs at least 2 shadow models, got {n_shadows}")
