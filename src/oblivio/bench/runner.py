@@ -113,7 +113,8 @@ class _Runner:
         try:
             doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
         except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
-            doc = head | {"error": str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"}
+            message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
+            doc = head | {"error": (message.splitlines() or [type(e).__name__])[0]}
         self.bar.update(1)
         return doc
 
