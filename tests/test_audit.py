@@ -1,12 +1,14 @@
 """oblivio.audit on digits: each measure, the overfit-membership check, determinism and bad input."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
+import torch
 
 from oblivio import OblivioError, RandomSubset, TrainConfig, accuracy, attack_success_rate, build_model, make_split, retrain, train
 from oblivio.audit import (
@@ -185,3 +187,11 @@ def test_verdict_tolerance_is_honest_for_small_and_extreme_rates():
     assert tolerance(50.0, 100_000) == 2.0  # floor of 2 points
     assert tolerance(0.0, 20) > 10.0 and tolerance(0.0, 2000) == 2.0  # 0% on 20 samples is still uncertain
     assert tolerance(50.0, 100) == pytest.approx(200 * math.sqrt(2 * 0.5 * 0.5 / 104))
+
+
+def test_model_with_nan_outputs_is_refused_clearly(splits, original):
+    broken = copy.deepcopy(original("random"))
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("inf"))
+    with pytest.raises(OblivioError, match="NaN/inf on the retain set"):
+        measure(broken, splits["random"])

@@ -122,7 +122,7 @@ def model_outputs(model: nn.Module, split: Split, reference: Reference | None = 
     check_compatible(model, split.info.input_shape, split.info.num_classes)
     reference = reference or reference_set(split)
     triggered = split.test_triggered
-    return Outputs(
+    out = Outputs(
         retain=predict(model, split.retain),
         forget=predict(model, split.forget),
         test=predict(model, split.test),
@@ -130,6 +130,11 @@ def model_outputs(model: nn.Module, split: Split, reference: Reference | None = 
         triggered=predict(model, triggered) if triggered is not None and len(triggered) else None,
         backdoor_target=split.backdoor_target,
     )
+    for part in ("retain", "forget", "test", "reference", "triggered"):
+        value = getattr(out, part)
+        if value is not None and not torch.isfinite(value[0]).all():
+            raise OblivioError(f"the model outputs NaN/inf on the {part} set; it cannot be audited (did unlearning diverge?)")
+    return out
 
 
 def accuracy_of(out: tuple[torch.Tensor, torch.Tensor]) -> float:
