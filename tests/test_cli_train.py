@@ -39,3 +39,13 @@ def test_bad_input_is_one_clear_line_with_exit_code_2(tmp_path):
     assert "error: unknown model 'vgg'" in proc.stdout
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_methods_lists_every_registered_method_with_defaults():
+    import oblivio
+
+    res = runner.invoke(app, ["methods"], env={"COLUMNS": "400"})
+    assert res.exit_code == 0, res.output
+    for name in oblivio.available_methods():
+        assert name in res.output
+    assert "match_weight=" in res.output  # dm's defaults are shown
