@@ -1,6 +1,7 @@
 """Training, retraining (the gold standard) and evaluation, deterministic for a seed on CPU."""
 from __future__ import annotations
 
+import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -72,9 +73,17 @@ def loader(data: TorchDataset, batch_size: int, shuffle: bool = False, generator
     return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
+def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0], data.tensors[1]
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
 def dataset_shape(data: TorchDataset) -> tuple[tuple[int, ...], torch.Tensor]:
-    """(input shape, labels) of a TensorDataset-like dataset."""
-    x, y = data.tensors if hasattr(data, "tensors") else (torch.stack([d[0] for d in data]), torch.tensor([d[1] for d in data]))
+    """(input shape, labels) of a dataset."""
+    x, y = tensors_of(data)
     return tuple(x.shape[1:]), y
 
 
@@ -148,8 +157,6 @@ def retrain(
 
 def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` with every layer re-initialised from ``seed``."""
-    import copy
-
     torch.manual_seed(seed)
     clone = copy.deepcopy(model)
     for m in clone.modules():

@@ -11,8 +11,7 @@ from torch.utils.data import Dataset as TorchDataset
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
 from .models import check_compatible
-from .methods.common import tensors_of
-from .training import dataset_shape
+from .training import dataset_shape, tensors_of
 
 
 def _sample_hashes(data: TorchDataset) -> set[bytes]:

@@ -8,7 +8,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset as TorchDataset
 
-from ..training import check_finite, make_optimizer
+from ..training import check_finite, make_optimizer, tensors_of  # noqa: F401 - re-exported for methods
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -72,14 +72,6 @@ def soft_kl(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     ``teacher_probs`` are probabilities (already softened by the caller), so a mixture of teachers can be passed.
     """
     return F.kl_div(F.log_softmax(student_logits / temperature, dim=1), teacher_probs, reduction="batchmean")
-
-
-def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
-    if hasattr(data, "tensors"):
-        return data.tensors[0], data.tensors[1]
-    xs, ys = zip(*(data[i] for i in range(len(data))))
-    return torch.stack(xs), torch.as_tensor(ys)
 
 
 def require_positive(method: str, **values: float) -> None:
