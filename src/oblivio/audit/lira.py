@@ -90,8 +90,9 @@ def train_shadows(
     config: LiraConfig | None = None,
     seed: int = 0,
     reference: Reference | None = None,
+    device: torch.device | str | None = "auto",
 ) -> Shadows:
-    """Train ``n_shadows`` shadow models on balanced random halves of train pool + third-party pool.
+    """Train ``n_shadows`` shadow models (on ``device``) on balanced random halves of train pool + third-party pool.
 
     Deterministic for a seed on CPU. Returns the out-Gaussians of phi for forget and reference samples.
     """
@@ -119,7 +120,7 @@ def train_shadows(
         if not isinstance(arch, str):
             torch.manual_seed(shadow_seed)
             arch = arch(tuple(split.info.input_shape), split.info.num_classes)
-        shadow, _ = train(arch, member_data, split.info.num_classes, cfg)
+        shadow, _ = train(arch, member_data, split.info.num_classes, cfg, device=device)
         phi_forget.append(logit_confidence(*predict(shadow, split.forget)))
         phi_reference.append(logit_confidence(*predict(shadow, reference.data)))
     seconds = (time.perf_counter() - start) / n_shadows

@@ -13,6 +13,9 @@
     methods: [ft, ga, {dm: {epochs: 3}}]   # or a mapping name -> options, or "all"
     sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
     output: runs/bench/digits
+    device: auto                    # auto (CUDA when present), cpu, cuda, cuda:N; `oblivio bench --device` overrides
+    amp: null                       # or bf16: autocast for training, unlearning and measuring
+    deterministic: false            # deterministic CUDA kernels (see oblivio.device)
 
 "original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
 a fresh model trained with the same recipe and seed on the retain set only.
@@ -22,12 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..device import check_amp
 from ..errors import OblivioError
 from ..methods import available_methods, get_method
 from ..scenarios import Scenario, scenario_from_dict
@@ -35,7 +40,7 @@ from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "threads", "output"}
+             "sequential", "threads", "output", "device", "amp", "deterministic"}
 
 
 @dataclass(frozen=True)
@@ -71,18 +76,24 @@ class BenchConfig:
     sequential: SequentialConfig | None = None
     threads: int | None = None
     output: str | None = None
+    device: str = "auto"
+    amp: str | None = None
+    deterministic: bool = False
     source: str | None = field(default=None, compare=False)
 
     def scenario(self, name: str) -> Scenario:
         return scenario_from_dict(self.scenarios[name])
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(**self.train, seed=seed)
+        return TrainConfig(**self.train, seed=seed, amp=self.amp)
 
     def base_spec(self) -> dict:
-        """The parts every cell depends on: data, model, training recipe, pool cut."""
-        return {"dataset": self.dataset, "model": self.model, "train": self.train,
+        """The parts every cell depends on: data, model, training recipe (with its precision), pool cut."""
+        spec = {"dataset": self.dataset, "model": self.model, "train": self.train,
                 "third_party_fraction": self.third_party_fraction}
+        if self.amp:
+            spec["amp"] = self.amp
+        return spec
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,9 +101,12 @@ class BenchConfig:
         return d
 
     def hash(self) -> str:
-        """Short hash of everything that decides the numbers (not the output dir or thread count)."""
+        """Short hash of everything that decides the numbers (not the output dir, thread count or device choice)."""
         d = self.to_dict()
-        d.pop("output"), d.pop("threads")
+        d.pop("output"), d.pop("threads"), d.pop("device")
+        for key, off in (("amp", None), ("deterministic", False)):  # keep the hashes of configs without them
+            if d[key] == off:
+                d.pop(key)
         return stable_hash(d)
 
 
@@ -157,7 +171,7 @@ def _scenarios(value: Any) -> dict[str, dict]:
 
 def _train(value: Any) -> dict:
     value = dict(value or {})
-    known = {f.name for f in fields(TrainConfig)} - {"seed", "progress"}
+    known = {f.name for f in fields(TrainConfig)} - {"seed", "progress", "amp"}  # amp: a top-level key
     unknown = sorted(set(value) - known)
     if unknown:
         raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -194,6 +208,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     threads = doc.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
+    device = str(doc.get("device") or "auto")
+    if not re.match(r"^(auto|cpu|cuda|cuda:\d+)$", device):
+        raise OblivioError(f"config: unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    amp = check_amp(doc.get("amp"))
+    if not isinstance(doc.get("deterministic", False), bool):
+        raise OblivioError(f"config: deterministic must be true or false, got {doc['deterministic']!r}")
     tpf = float(doc.get("third_party_fraction", 0.1))
     if not 0 < tpf < 1:
         raise OblivioError(f"config: third_party_fraction must lie in (0, 1), got {tpf}")
@@ -201,7 +221,8 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
-        third_party_fraction=tpf, sequential=sequential, threads=threads, output=doc.get("output"), source=source,
+        third_party_fraction=tpf, sequential=sequential, threads=threads, output=doc.get("output"), device=device,
+        amp=amp, deterministic=bool(doc.get("deterministic", False)), source=source,
     )
 
 

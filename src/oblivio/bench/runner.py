@@ -7,7 +7,9 @@ retain set, and each method unlearns from the original. Every finished cell is c
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,9 +23,10 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import Dataset, load_from_spec
+from ..device import check_amp, deterministic as deterministic_mode, resolve_device
 from ..errors import OblivioError
 from ..scenarios import Backdoor, RandomSubset, Split, make_split
-from ..training import train
+from ..training import place, train
 from ..unlearning import unlearn
 from .config import BenchConfig, load_config
 from .report import BenchResult, assemble, machine_header, write_report
@@ -47,6 +50,16 @@ def _audit() -> tuple[Callable, Callable]:
     return measure, gap_to_retrain
 
 
+def _first_line(e: Exception) -> str:
+    message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
+    return (message.splitlines() or [type(e).__name__])[0]
+
+
+def measure_workers() -> int:
+    """Threads that compute cells' metrics (CPU work: the MIA SVC) while the next model trains."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
 class _Runner:
     """Computes (or loads from the cache) every cell of one config.
 
@@ -55,10 +68,16 @@ class _Runner:
     retrain or unlearn again.
     """
 
-    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, bar: tqdm):
-        self.cfg, self.data, self.store, self.bar = cfg, data, store, bar
+    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, bar: tqdm, device: torch.device,
+                 pool: ThreadPoolExecutor):
+        self.cfg, self.data, self.store, self.bar, self.device, self.pool = cfg, data, store, bar, device, pool
         self.measure, _ = _audit()
+        from ..audit.metrics import metrics_from_outputs, model_outputs
+
+        self.outputs, self.metrics = model_outputs, metrics_from_outputs
         self.base = cfg.base_spec() | {"oblivio": __version__}
+        if device.type != "cpu":  # GPU numbers differ from CPU ones in the last bits: separate caches
+            self.base |= {"device": device.type, "deterministic": cfg.deterministic}
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
@@ -69,14 +88,16 @@ class _Runner:
         key = Store.key(self.base | spec)
         if key not in self._models:
             info = self.data.info
-            self._models[key] = self.store.model(key, build, arch=self.cfg.model, input_shape=info.input_shape,
-                                                 num_classes=info.num_classes, dataset=info.name, seed=seed)
+            model, record = self.store.model(key, build, arch=self.cfg.model, input_shape=info.input_shape,
+                                             num_classes=info.num_classes, dataset=info.name, seed=seed)
+            self._models[key] = (place(model, self.device), record)
         return self._models[key]
 
     def _trained(self, spec: dict, train_set: TensorDataset, seed: int) -> tuple[nn.Module, dict]:
         """A model trained from scratch with the config's recipe on ``train_set``."""
         def build() -> tuple[nn.Module, dict]:
-            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed),
+                                   device=self.device)
             return model, {"seconds": history.seconds}
 
         return self._model(spec, build, seed)
@@ -90,38 +111,63 @@ class _Runner:
                    forget: TensorDataset | None = None) -> tuple[nn.Module, dict]:
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=split.seed, **self.cfg.methods[method])
+                             seed=split.seed, device=self.device, amp=self.cfg.amp, **self.cfg.methods[method])
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, split.seed)
 
     # -- cells --------------------------------------------------------------------------------------
     def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, label: str,
-              **extra: Any) -> dict:
-        """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run."""
+              **extra: Any) -> Future:
+        """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run.
+
+        The model is built and run over the data here (on the device, one cell at a time); the metrics
+        are computed from its outputs in the pool, so the CPU-bound MIA SVC overlaps the next cell's
+        training. Returns a future of the cell; ``future.model_failed`` tells whether the model itself failed.
+        """
         self.bar.set_postfix_str(label, refresh=False)
         head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
-
-        def compute() -> dict:
+        key = Store.key(self.base | spec | {"audit": self.audit_code})
+        done: Future = Future()
+        done.model_failed = False
+        doc = self.store.cached_cell(key)
+        if doc is not None:
+            done.set_result(doc)
+            self.bar.update(1)
+            return done
+        try:
             net, record = model()
             start = time.perf_counter()
-            metrics = self.measure(net, split, seed=split.seed)
-            return head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
-                                   "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start,
-                                   "load_avg": os.getloadavg()[0]}
-
-        try:
-            doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
+            outputs = self.outputs(net, split)
+            seconds = time.perf_counter() - start
         except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
-            message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
-            doc = head | {"error": (message.splitlines() or [type(e).__name__])[0]}
-        self.bar.update(1)
-        return doc
+            done.model_failed = True
+            done.set_result(head | {"error": _first_line(e)})
+            self.bar.update(1)
+            return done
+
+        def finish() -> dict:
+            try:
+                start = time.perf_counter()
+                metrics = self.metrics(outputs, split.seed)
+                doc = head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
+                                      "info": record.get("info", {}),
+                                      "measure_seconds": seconds + time.perf_counter() - start,
+                                      "load_avg": os.getloadavg()[0]}
+                return self.store.save_cell(key, doc)
+            except Exception as e:  # noqa: BLE001 - as above
+                return head | {"error": _first_line(e)}
+            finally:
+                self.bar.update(1)
+
+        future = self.pool.submit(finish)
+        future.model_failed = False
+        return future
 
     def _method_spec(self, method: str) -> dict:
         return {"method": method, "options": self.cfg.methods[method], "code": self.method_code[method]}
 
-    def grid(self) -> Iterator[dict]:
+    def grid(self) -> Iterator[Future]:
         cfg = self.cfg
         for seed in cfg.seeds:
             self._models.clear()
@@ -163,7 +209,7 @@ class _Runner:
             steps.append((split, TensorDataset(split.x_train[idx], split.y_train[idx])))
         return steps
 
-    def sequential(self) -> Iterator[dict]:
+    def sequential(self) -> Iterator[Future]:
         """Per seed: original and retrain-on-what-remains at every step, then each method's chain of unlearning."""
         s = self.cfg.sequential
         for seed in s.seeds:
@@ -183,7 +229,7 @@ class _Runner:
             for method in s.methods:
                 yield from self._chain(seed, method, steps, plan)
 
-    def _chain(self, seed: int, method: str, steps: list[tuple[Split, TensorDataset]], plan: dict) -> Iterator[dict]:
+    def _chain(self, seed: int, method: str, steps: list[tuple[Split, TensorDataset]], plan: dict) -> Iterator[Future]:
         """Unlearn each request from the previous step's model (cached per step, rebuilt on demand)."""
         previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])[0]
         for step, (split, request) in enumerate(steps, 1):
@@ -192,15 +238,22 @@ class _Runner:
             def model(spec=spec, previous=previous, split=split, request=request) -> tuple[nn.Module, dict]:
                 return self._unlearned(spec, previous, split, method, forget=request)
 
-            doc = self._cell(spec, model, split, f"sequential seed {seed} step {step} {method}",
-                             deleted=len(split.forget_idx))
-            yield doc
-            if "error" in doc:  # the chain cannot go on from a failed step
+            cell = self._cell(spec, model, split, f"sequential seed {seed} step {step} {method}",
+                              deleted=len(split.forget_idx))
+            yield cell
+            if cell.model_failed:  # the chain cannot go on from a failed step
                 for later in range(step + 1, len(steps) + 1):
                     self.bar.update(1)
-                    yield {"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
+                    yield _done({"seed": seed, "step": later, "method": method, "error": f"step {step} failed"})
                 return
             previous = lambda model=model: model()[0]
+
+
+def _done(doc: dict) -> Future:
+    future: Future = Future()
+    future.model_failed = True
+    future.set_result(doc)
+    return future
 
 
 def run_benchmark(
@@ -209,13 +262,21 @@ def run_benchmark(
     *,
     resume: bool = True,
     progress: bool = True,
+    device: str | None = None,
+    amp: str | None = None,
+    deterministic: bool | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
 
     ``out_dir`` defaults to the config's ``output`` or ``runs/bench/<name>``. With ``resume``
-    False every cell is recomputed (and the cache overwritten).
+    False every cell is recomputed (and the cache overwritten). ``device``, ``amp`` and
+    ``deterministic`` override the config's keys of the same names.
     """
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
+    overrides = {k: v for k, v in (("device", device), ("amp", check_amp(amp)), ("deterministic", deterministic))
+                 if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+    dev = resolve_device(cfg.device)
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
     store = Store(out, resume=resume)
     data = load_from_spec(cfg.dataset)
@@ -223,14 +284,17 @@ def run_benchmark(
     start = time.perf_counter()
     try:
         torch.set_num_threads(cfg.threads or threads)
-        with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
-            runner = _Runner(cfg, data, store, bar)
+        with deterministic_mode(cfg.deterministic), ThreadPoolExecutor(measure_workers()) as pool, \
+                tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
+            runner = _Runner(cfg, data, store, bar, dev, pool)
             cells = list(runner.grid())
             seq_cells = list(runner.sequential()) if cfg.sequential else []
+            cells = [c.result() for c in cells]
+            seq_cells = [c.result() for c in seq_cells]
     finally:
         torch.set_num_threads(threads)
     header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=store.computed,
-                            cached=store.cached)
+                            cached=store.cached, device=dev)
     result = assemble(cfg, out, header, cells, seq_cells)
     write_report(result)
     return result

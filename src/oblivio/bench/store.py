@@ -65,6 +65,11 @@ class Store:
 
     def cell(self, key: str, compute: Callable[[], dict]) -> dict:
         """The cached cell ``key``, or ``compute()``'s result written to the cache."""
+        doc = self.cached_cell(key)
+        return doc if doc is not None else self.save_cell(key, compute())
+
+    def cached_cell(self, key: str) -> dict | None:
+        """The cached cell ``key`` when resuming and it is there (counted as cached), else None."""
         path = self.cell_path(key)
         if self.resume and path.is_file():
             try:
@@ -73,8 +78,12 @@ class Store:
                 return doc
             except json.JSONDecodeError:
                 pass  # a foreign or damaged file: compute it again
-        doc = compute() | {"key": key}
-        atomic_write_text(path, json.dumps(doc, indent=1, default=str))
+        return None
+
+    def save_cell(self, key: str, doc: dict) -> dict:
+        """Write a freshly computed cell (counted as computed); return it with its key."""
+        doc = doc | {"key": key}
+        atomic_write_text(self.cell_path(key), json.dumps(doc, indent=1, default=str))
         self.computed += 1
         return doc
 

@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .app import app, console
+from ..device import resolve_device
+from .app import DEVICE_HELP, app, console
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
@@ -20,6 +21,7 @@ def audit(
     lira_shadows: int = typer.Option(0, help="shadow models for the LiRA attack (0 = skip; 8 is a good start)"),
     seed: int = 0,
     out: Path = typer.Option(Path("runs/audit"), help="folder for audit.json and report.html"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
     from ..audit import audit_checkpoint
@@ -27,7 +29,9 @@ def audit(
 
     if lira_shadows < 0 or lira_shadows == 1:
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
-    result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed)
+    dev = resolve_device(device)
+    result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed,
+                              device=dev)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")

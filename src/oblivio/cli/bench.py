@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, console
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console
 
 
 @app.command()
@@ -15,10 +15,14 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="output dir (default: the config's 'output' or runs/bench/<name>)"),
     resume: bool = typer.Option(True, help="reuse finished cells cached in the output dir"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's device, else auto)"),
+    amp: Optional[str] = typer.Option(None, help=AMP_HELP + " (default: the config's amp)"),
+    deterministic: Optional[bool] = typer.Option(None, help=DETERMINISTIC_HELP + " (default: the config's)"),
 ) -> None:
     """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report."""
     from ..bench import print_report, run_benchmark
 
-    result = run_benchmark(config, out, resume=resume, progress=progress)
+    result = run_benchmark(config, out, resume=resume, progress=progress, device=device, amp=amp,
+                           deterministic=deterministic)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
