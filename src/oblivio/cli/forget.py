@@ -111,6 +111,9 @@ def forget(
     rows = {"original": evaluate(model, split), result.method: evaluate(result.model, split)}
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
-    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items())
+    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
+                     if k != "warnings")
     console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}" + (f"; {info}" if info else ""))
+    for warning in result.info.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(f"wrote {out}")
