@@ -70,7 +70,13 @@ class DeviceData:
             order = torch.arange(n)
         else:
             order = epoch_order(n, generator)
-        for i in range(0, n, batch_size):
-            yield self.take(order[i : i + batch_size])
+        if self.resident:  # one copy of the order per epoch; each batch is then one gather on the device
+            order = order.to(self.device, non_blocking=True)
+            for i in range(0, n, batch_size):
+                idx = order[i : i + batch_size]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, batch_size):
+                yield self.take(order[i : i + batch_size])
         if generator is not None:
             torch.randperm(n, generator=generator)  # RandomSampler's trailing draw for the partial pass
