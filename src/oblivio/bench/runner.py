@@ -74,8 +74,13 @@ class _Runner:
         for name in self.cfg.scenarios:
             for method in t.methods:
                 self.bar.set_postfix_str(f"tuning {method} on {name}", refresh=True)
-                result = tune(self.cfg, method, name, t.trials, seed=t.seed, study=self.store.out / "tune.db",
-                              cache_dir=self.store.out, data=self.data)
+                try:
+                    result = tune(self.cfg, method, name, t.trials, seed=t.seed, study=self.store.out / "tune.db",
+                                  cache_dir=self.store.out, data=self.data)
+                except OblivioError as e:  # the tuned row reports it; the rest of the run goes on
+                    self.tuning.append({"scenario": name, "method": method, "trials": t.trials,
+                                        "error": str(e).splitlines()[0]})
+                    continue
                 self.tuned[(name, method)] = tuned_options(result, self.cfg.methods[method])
                 self.tuning.append({"scenario": name, "method": method, "trials": t.trials, "seed": result.seed,
                                     "validation": result.validation, "best_value": result.best_value,
@@ -169,8 +174,13 @@ class _Runner:
 
                     yield self._cell(spec, unlearned, split, f"{label} {method}")
                 for method in (cfg.tune.methods if cfg.tune else ()):
-                    options = self.tuned[(name, method)]
                     row = cfg.tune.label(method)
+                    options = self.tuned.get((name, method))
+                    if options is None:
+                        self.bar.update(1)
+                        failed = next(t["error"] for t in self.tuning if (t["scenario"], t["method"]) == (name, method))
+                        yield {"scenario": name, "method": row, "seed": seed, "error": f"tuning failed: {failed}"}
+                        continue
                     spec = where | self._method_spec(method, options) | {"method": row}
 
                     def tuned(spec: dict = spec, split: Split = split, method: str = method, options: dict = options):
