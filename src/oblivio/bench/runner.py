@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ from .store import Store, code_hash, method_code_hash
 
 def count_cells(cfg: BenchConfig) -> int:
     """How many cells (original + retrain + methods, per seed and scenario, plus sequential steps) a run has."""
-    n = len(cfg.seeds) * len(cfg.scenarios) * (2 + len(cfg.methods))
+    n = len(cfg.seeds) * len(cfg.scenarios) * (2 + len(cfg.methods) + (len(cfg.tune.methods) if cfg.tune else 0))
     if cfg.sequential:
         s = cfg.sequential
         n += len(s.seeds) * s.requests * (2 + len(s.methods))
@@ -70,6 +70,7 @@ class _Runner:
         self._models: dict[str, tuple[nn.Module, dict]] = {}
         self._splits: dict[tuple, Any] = {}
         self._seed: int | None = None
+        self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options (see ``tune_grid``)
 
     # -- models -------------------------------------------------------------------------------------
     def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
@@ -95,10 +96,12 @@ class _Runner:
         return self._trained({"role": "original", "seed": split.seed, "poison": poison}, split.train, split.seed)
 
     def _unlearned(self, spec: dict, start: Callable[[], nn.Module], split: Split, method: str,
-                   forget: TensorDataset | None = None) -> tuple[nn.Module, dict]:
+                   forget: TensorDataset | None = None, options: dict | None = None) -> tuple[nn.Module, dict]:
+        options = self.cfg.methods[method] if options is None else options
+
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=split.seed, **self.cfg.methods[method])
+                             seed=split.seed, **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, split.seed)
@@ -122,8 +125,9 @@ class _Runner:
             message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
             return head | {"error": (message.splitlines() or [type(e).__name__])[0]}
 
-    def _method_spec(self, method: str) -> dict:
-        return {"method": method, "options": self.cfg.methods[method], "code": self.method_code[method]}
+    def _method_spec(self, method: str, options: dict | None = None) -> dict:
+        options = self.cfg.methods[method] if options is None else options
+        return {"method": method, "options": options, "code": self.method_code[method]}
 
     def split(self, seed: int, scenario: str) -> Split:
         """The split of ``scenario`` for ``seed`` (built once per seed)."""
@@ -132,8 +136,8 @@ class _Runner:
             self._splits[seed, scenario] = make_split(self.data, cfg.scenario(scenario), seed, cfg.third_party_fraction)
         return self._splits[seed, scenario]
 
-    def grid_cell(self, seed: int, name: str, method: str) -> dict:
-        """One cell of the main grid: ``original``, ``retrain`` or a method's unlearned model on ``name``."""
+    def grid_cell(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
+        """One cell of the main grid: ``original``, ``retrain`` or a method's (default or ``tuned``) unlearned model."""
         split = self.split(seed, name)
         where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed}
         if method == "original":
@@ -142,6 +146,11 @@ class _Runner:
             return self._cell(where | {"method": "retrain"},
                               lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
                               split, sizes=split.sizes())
+        if tuned:
+            options = self.tuned[(name, method)]
+            spec = where | self._method_spec(method, options) | {"method": self.cfg.tune.label(method)}
+            return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method,
+                                                            options=options), split, options=options)
         spec = where | self._method_spec(method)
         return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method), split)
 
@@ -211,8 +220,8 @@ class _Runner:
             except Exception:  # noqa: BLE001 - the cells that need it fail and report why
                 pass
             return []
-        if job.kind == "grid":
-            return [self.grid_cell(job.seed, job.scenario, job.method)]
+        if job.kind in ("grid", "tuned"):
+            return [self.grid_cell(job.seed, job.scenario, job.method, tuned=job.kind == "tuned")]
         if job.kind == "sequential":
             return [self.sequential_cell(job.seed, job.step, job.method)]
         return self.chain(job.seed, job.method)
@@ -221,7 +230,8 @@ class _Runner:
 @dataclass(frozen=True)
 class Job:
     """One unit of work of a run: ``original`` (train an original model into the cache), ``grid`` (one cell),
-    ``sequential`` (original/retrain at one step) or ``chain`` (a method through every sequential step).
+    ``tuned`` (one cell with tuned options), ``sequential`` (original/retrain at one step) or ``chain``
+    (a method through every sequential step).
 
     ``heads`` name the cells it produces, for the error rows of a job that failed as a whole.
     """
@@ -235,7 +245,7 @@ class Job:
 
     @property
     def label(self) -> str:
-        where = f"seed {self.seed} {self.scenario}" if self.kind in ("grid", "original") and self.scenario else (
+        where = f"seed {self.seed} {self.scenario}" if self.scenario else (
             f"sequential seed {self.seed}" + (f" step {self.step}" if self.step else ""))
         return f"{where} {self.method or 'original'}"
 
@@ -261,6 +271,9 @@ def plan_jobs(cfg: BenchConfig) -> list[Task]:
             for method in ("original", "retrain", *cfg.methods):
                 head = {"scenario": name, "method": method, "seed": seed}
                 tasks.append(Task((Job("grid", seed, name, method, heads=(head,)),), () if method == "retrain" else after))
+            for method in cfg.tune.methods if cfg.tune else ():
+                head = {"scenario": name, "method": cfg.tune.label(method), "seed": seed}
+                tasks.append(Task((Job("tuned", seed, name, method, heads=(head,)),), after))
     s = cfg.sequential
     for seed in s.seeds if s else ():
         first = clean.get(seed, len(tasks))
@@ -289,6 +302,7 @@ class _Run:
     resume: bool
     since: float
     token: str
+    tuned: dict = field(default_factory=dict)
 
 
 def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
@@ -299,9 +313,42 @@ def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
         if run.cfg.threads:
             torch.set_num_threads(run.cfg.threads)
         runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since))
+        runner.tuned = run.tuned
     computed, cached = runner.store.computed, runner.store.cached
     docs = runner.run(job)
     return docs, runner.store.computed - computed, runner.store.cached - cached
+
+
+def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: str) -> tuple[dict, dict]:
+    """Tune ``method`` on ``scenario`` (a study in ``<out>/tune.db``); its tuned options and a record for the report."""
+    from ..tune import tune, tuned_options
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t = cfg.tune
+    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out), data=data)
+    record = {"scenario": scenario, "method": method, "trials": t.trials, "seed": result.seed,
+              "validation": result.validation, "best_value": result.best_value, "default_value": result.default_value,
+              "options": result.best_params, "study": result.study_name, "seconds": round(result.seconds, 1)}
+    return tuned_options(result, cfg.methods[method]), record
+
+
+def tune_grid(cfg: BenchConfig, data: Dataset, out: Path, executor: Executor,
+              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict]]:
+    """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
+    options); the tuned options by (scenario, method) and one record per tuning."""
+    pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
+    if bar is not None:
+        bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
+    shared = executor.share(data)
+    results = executor.map(_tune_one, [Task((cfg, shared, str(out.resolve()), name, method))
+                                                 for name, method in pairs], **_resources(cfg, executor))
+    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
+    if failed is not None:
+        if isinstance(failed.exception, OblivioError):
+            raise failed.exception
+        raise OblivioError(f"tuning failed: {failed.error}") from failed.exception
+    return {pair: r[0] for pair, r in zip(pairs, results)}, [r[1] for r in results]
 
 
 def _resources(cfg: BenchConfig, executor: Executor) -> dict:
@@ -334,16 +381,17 @@ def run_benchmark(
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
     executor = executor or SerialExecutor()
     data = load_from_spec(cfg.dataset)
-    tasks = plan_jobs(cfg)
     threads = torch.get_num_threads()
     start = time.perf_counter()
-    run = _Run(cfg, str(out.resolve()), resume, time.time(), uuid.uuid4().hex)
-    shared_run, shared_data = executor.share(run), executor.share(data)
-    docs: list[list[dict]] = [[] for _ in tasks]
-    counts = [0, 0]
+    token, counts = uuid.uuid4().hex, [0, 0]
     try:
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
+            tuned, tuning = tune_grid(cfg, data, out, executor, bar) if cfg.tune else ({}, [])
+            tasks = plan_jobs(cfg)
+            run = _Run(cfg, str(out.resolve()), resume, time.time(), token, tuned)
+            shared_run, shared_data = executor.share(run), executor.share(data)
+            docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:
                 job: Job = tasks[i].args[0]
@@ -360,11 +408,12 @@ def run_benchmark(
                          **_resources(cfg, executor))
     finally:
         torch.set_num_threads(threads)
-        _RUNNERS.pop(run.token, None)
-    cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind == "grid" for d in ds]
+        _RUNNERS.pop(token, None)
+    cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("grid", "tuned") for d in ds]
     seq_cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("sequential", "chain") for d in ds]
     header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=counts[0], cached=counts[1])
     header["executor"] = executor.describe()
     result = assemble(cfg, out, header, cells, seq_cells)
+    result.tuning = tuning
     write_report(result)
     return result
