@@ -184,6 +184,14 @@ def _storage(study: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def open_storage(url: str):
+    """The Optuna storage for ``url``; SQLite waits up to 2 minutes for a lock, so parallel workers can share a file."""
+    optuna = _optuna()
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
+
+
 def _trial_rows(study) -> list[dict]:
     return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
              "error": t.user_attrs.get("error"), "metrics": t.user_attrs.get("metrics")}
@@ -231,7 +239,8 @@ def tune(
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(cfg.threads or threads)
-        s = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+        s = optuna.create_study(study_name=name, storage=open_storage(storage), direction="minimize",
+                                load_if_exists=True)
         done = [t for t in s.trials if t.state.name in FINISHED]
         todo = trials - len(done)
         ran = 0
