@@ -83,3 +83,18 @@ def test_logit_confidence_and_quantile_match():
     ref = torch.linspace(-3, 3, 101)
     assert quantile_match(ref[torch.randperm(101)], ref).item() == pytest.approx(0.0, abs=1e-3)  # order-free
     assert quantile_match(ref + 2.0, ref).item() > 1.0
+
+
+def test_dm_search_space_names_real_options_and_contains_the_defaults():
+    import dataclasses
+
+    import optuna
+
+    from oblivio import get_method
+
+    dm = type(get_method("dm"))
+    defaults = dataclasses.asdict(dm.Config())
+    tuned = ("lr", "match_weight", "phi_weight", "anchor_weight", "z_stop")
+    space = dm.search_space(optuna.trial.FixedTrial({k: defaults[k] for k in tuned}))
+    assert set(tuned) <= set(space) <= set(defaults)
+    assert all(space[k] == defaults[k] for k in tuned)

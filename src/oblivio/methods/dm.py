@@ -193,13 +193,13 @@ class DistributionMatching(Unlearner):
 
     @classmethod
     def search_space(cls, trial) -> dict:
-        """Provisional (the dm redesign may change the options): lr (generic) and, where dm has
-        them, the match and retain weights (log-uniform within 10x of the default)."""
+        """lr (generic); the loss weights of both regimes (match, phi, anchor; log-uniform within 10x
+        of the default); the random-subset stopping threshold z_stop in [0.5, 2]."""
         space, defaults = super().search_space(trial), cls.Config()
-        for name in ("match_weight", "retain_weight"):
-            value = getattr(defaults, name, None)
-            if isinstance(value, float) and value > 0:
-                space[name] = trial.suggest_float(name, value / 10, value * 10, log=True)
+        for name in ("match_weight", "phi_weight", "anchor_weight"):
+            value = getattr(defaults, name)
+            space[name] = trial.suggest_float(name, value / 10, value * 10, log=True)
+        space["z_stop"] = trial.suggest_float("z_stop", 0.5, 2.0)
         return space
 
     @staticmethod
