@@ -338,17 +338,19 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     return tuned_options(result, cfg.methods[method]), record
 
 
-def tune_grid(cfg: BenchConfig, data: Dataset, out: Path, executor: Executor,
+def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
               bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
     options); the tuned options by (scenario, method), one record per tuning, and why a tuning failed
-    (a failed tuning becomes a failed tuned row, the run goes on)."""
+    (a failed tuning becomes a failed tuned row, the run goes on).
+
+    ``data``: the dataset, or its handle from ``executor.share``.
+    """
     pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
-    shared = executor.share(data)
-    results = executor.map(_tune_one, [Task((cfg, shared, str(out.resolve()), name, method))
-                                                 for name, method in pairs], **_resources(cfg, executor))
+    results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
+                           **_resources(cfg, executor))
     tuned, records, errors = {}, [], {}
     for (name, method), r in zip(pairs, results):
         if isinstance(r, TaskFailed):
@@ -396,10 +398,10 @@ def run_benchmark(
     try:
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
-            tuned, tuning, tune_errors = tune_grid(cfg, data, out, executor, bar) if cfg.tune else ({}, [], {})
+            shared_data = executor.share(data)
+            tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
             tasks = plan_jobs(cfg)
-            run = _Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors)
-            shared_run, shared_data = executor.share(run), executor.share(data)
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors))
             docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:
