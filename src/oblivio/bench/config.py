@@ -17,6 +17,7 @@
     device: auto                    # auto (CUDA when present), cpu, cuda, cuda:N; `oblivio bench --device` overrides
     amp: null                       # or bf16: autocast for training, unlearning and measuring
     deterministic: false            # deterministic CUDA kernels (see oblivio.device)
+    ray: {gpus_per_task: 0.25, cpus_per_task: 1}   # resources per task under --ray (default: 1 GPU if any)
 
 "original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
 a fresh model trained with the same recipe and seed on the retain set only.
@@ -41,7 +42,8 @@ from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "tune", "threads", "output", "device", "amp", "deterministic"}
+             "sequential", "tune", "threads", "output", "ray", "device", "amp", "deterministic"}
+_RAY_KEYS = ("gpus_per_task", "cpus_per_task")
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class BenchConfig:
     device: str = "auto"
     amp: str | None = None
     deterministic: bool = False
+    ray: dict = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
 
     def scenario(self, name: str) -> Scenario:
@@ -124,9 +127,10 @@ class BenchConfig:
         return d
 
     def hash(self) -> str:
-        """Short hash of everything that decides the numbers (not the output dir, thread count or device choice)."""
+        """Short hash of everything that decides the numbers (not the output dir, thread count, Ray resources
+        or device choice)."""
         d = self.to_dict()
-        d.pop("output"), d.pop("threads"), d.pop("device")
+        d.pop("output"), d.pop("threads"), d.pop("ray"), d.pop("device")
         for key, off in (("amp", None), ("deterministic", False)):  # keep the hashes of configs without them
             if d[key] == off:
                 d.pop(key)
@@ -251,6 +255,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     amp = check_amp(doc.get("amp"))
     if not isinstance(doc.get("deterministic", False), bool):
         raise OblivioError(f"config: deterministic must be true or false, got {doc['deterministic']!r}")
+    ray = dict(doc.get("ray") or {})
+    for key, value in ray.items():
+        if key not in _RAY_KEYS:
+            raise OblivioError(f"config: unknown ray option {key}; known: {', '.join(_RAY_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise OblivioError(f"config: ray {key} must be a number at least 0, got {value!r}")
     tpf = float(doc.get("third_party_fraction", 0.1))
     if not 0 < tpf < 1:
         raise OblivioError(f"config: third_party_fraction must lie in (0, 1), got {tpf}")
@@ -258,7 +268,7 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
-        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"),
+        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), ray=ray,
         device=device, amp=amp, deterministic=bool(doc.get("deterministic", False)), source=source,
     )
 

@@ -45,11 +45,14 @@ class Store:
     """Cells under ``<out>/cells/<key>.json``, models under ``<out>/models/<key>.safetensors``.
 
     ``computed`` and ``cached`` count the cells of this run made afresh and read from the cache.
+    Without ``resume``, files written since ``since`` (a ``time.time()``; by this run's other
+    workers) are still reused, so a model is built once per run whichever process needs it.
     """
 
-    def __init__(self, out: Path, resume: bool = True):
+    def __init__(self, out: Path, resume: bool = True, since: float | None = None):
         self.out = Path(out)
         self.resume = resume
+        self.since = since
         self.computed = 0
         self.cached = 0
 
@@ -63,6 +66,11 @@ class Store:
     def model_path(self, key: str) -> Path:
         return self.out / "models" / f"{key}.safetensors"
 
+    def _reusable(self, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        return self.resume or (self.since is not None and path.stat().st_mtime >= self.since)
+
     def cell(self, key: str, compute: Callable[[], dict]) -> dict:
         """The cached cell ``key``, or ``compute()``'s result written to the cache."""
         doc = self.cached_cell(key)
@@ -71,7 +79,7 @@ class Store:
     def cached_cell(self, key: str) -> dict | None:
         """The cached cell ``key`` when resuming and it is there (counted as cached), else None."""
         path = self.cell_path(key)
-        if self.resume and path.is_file():
+        if self._reusable(path):
             try:
                 doc = json.loads(path.read_text())
                 self.cached += 1
@@ -80,17 +88,17 @@ class Store:
                 pass  # a foreign or damaged file: compute it again
         return None
 
-    def save_cell(self, key: str, doc: dict) -> dict:
-        """Write a freshly computed cell (counted as computed); return it with its key."""
+    def save_cell(self, key: str, doc: dict, count: bool = True) -> dict:
+        """Write a freshly computed cell (counted as computed unless ``count`` is False); return it with its key."""
         doc = doc | {"key": key}
         atomic_write_text(self.cell_path(key), json.dumps(doc, indent=1, default=str))
-        self.computed += 1
+        self.computed += count
         return doc
 
     def model(self, key: str, build: Callable[[], tuple[nn.Module, dict]], **meta: Any) -> tuple[nn.Module, dict]:
         """The cached model ``key`` and its record (``seconds``, ``info``), or ``build()``'s result saved as a checkpoint."""
         path = self.model_path(key)
-        if self.resume and path.is_file():
+        if self._reusable(path):
             model, sidecar = load_checkpoint(path)
             return model, sidecar["extra"]
         model, record = build()
