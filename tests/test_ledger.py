@@ -159,7 +159,7 @@ def test_workflow_end_to_end_add_process_audit_export(db_url, checkpoint, pool, 
     assert after.parent == out_dir and after.name == "model.run-1.safetensors"
     assert hashlib.sha256(after.read_bytes()).hexdigest() == cert["model_after"]["weights_sha256"]
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == cert["model_before"]["weights_sha256"]
-    assert cert["model_after"]["parent_id"] == cert["model_before"]["id"]
+    assert cert["model_after"]["parent_id"] == cert["model_before"]["id"] and cert["model_after"]["weights_changed"]
     from oblivio import load_checkpoint
     from oblivio.pipeline import split_for_checkpoint
 
