@@ -10,12 +10,13 @@ import yaml
 from typer.testing import CliRunner
 
 import oblivio.bench.runner as runner
-from oblivio import TrainConfig
+from oblivio import TrainConfig, load_dataset
 from oblivio.audit import LiraConfig, train_shadows
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
 from oblivio.errors import OblivioError
 from oblivio.parallel import RayExecutor, SerialExecutor, Task, TaskFailed
+from oblivio.tune import tune
 
 ray = pytest.importorskip("ray")
 
@@ -24,11 +25,12 @@ TINY = {
     "dataset": {"name": "digits"},
     "model": "mlp",
     "train": {"epochs": 3},
-    "seeds": [0, 1],
+    "seeds": [0],
     "threads": 1,
     "scenarios": {"random": {"fraction": 0.1}, "backdoor": {"fraction": 0.1, "target": 0}},
-    "methods": [{"dm": {"max_steps": 20}}, "ssd"],
+    "methods": [{"dm": {"max_steps": 20}}, "ssd", {"ft": {"epochs": 1}}],
     "sequential": {"requests": 2, "fraction": 0.02, "methods": ["ssd"], "seeds": [0]},
+    "tune": {"trials": 2, "methods": ["ft"]},
 }
 
 
@@ -56,19 +58,19 @@ def both_runs(local_ray, tmp_path_factory):
     cfg = parse_config(TINY)
     serial = run_benchmark(cfg, root / "serial", progress=False)
     on_ray = run_benchmark(cfg, root / "ray", progress=False, executor=local_ray)
-    import sys; print("WALL", serial.header["wall_seconds"], on_ray.header["wall_seconds"], file=sys.stderr)
     return cfg, root, serial, on_ray
 
 
 def test_ray_grid_gives_the_serial_numbers(both_runs):
     cfg, root, serial, on_ray = both_runs
     assert not serial.errors and not on_ray.errors
+    assert [t["options"] for t in serial.tuning] == [t["options"] for t in on_ray.tuning]  # tuning tasks too
     assert on_ray.header["executor"].startswith("ray") and serial.header["executor"] == "serial"
-    assert on_ray.header["cells_computed"] == serial.header["cells_computed"] == runner.count_cells(cfg) == 22
+    assert on_ray.header["cells_computed"] == serial.header["cells_computed"] == runner.count_cells(cfg) == 18
     for name in ("runs.csv", "sequential_runs.csv"):
         a, b = read_csv(root / "serial" / name), read_csv(root / "ray" / name)
         assert len(a) == len(b) > 0 and _numbers(a) == _numbers(b)
-    # one original per seed and poisoning (2 seeds x clean/backdoor), shared by the cells that start from it
+    # one original per poisoning (clean, backdoor), shared by the cells that start from it
     assert len(list((root / "ray" / "models").glob("*.safetensors"))) == len(
         list((root / "serial" / "models").glob("*.safetensors")))
 
@@ -76,7 +78,7 @@ def test_ray_grid_gives_the_serial_numbers(both_runs):
 def test_resume_across_modes(both_runs, local_ray, monkeypatch):
     cfg, root, serial, _ = both_runs
     again = run_benchmark(cfg, root / "serial", progress=False, executor=local_ray)  # Ray resumes a serial run
-    assert again.header["cells_computed"] == 0 and again.header["cells_cached"] == 22
+    assert again.header["cells_computed"] == 0 and again.header["cells_cached"] == 18
 
     def refuse(*args, **kwargs):
         raise AssertionError("a cell finished on Ray was recomputed")
@@ -90,7 +92,7 @@ def test_resume_across_modes(both_runs, local_ray, monkeypatch):
 def test_failed_cell_on_a_worker_is_reported_and_the_grid_goes_on(local_ray, tmp_path):
     # gradient ascent with an absurd step size diverges to NaN; the audit refuses the model
     cfg = parse_config(TINY | {"seeds": [0], "methods": ["ssd", {"ga": {"lr": 1.0e6, "steps": 30}}],
-                               "sequential": None, "scenarios": {"random": {"fraction": 0.1}}})
+                               "sequential": None, "tune": None, "scenarios": {"random": {"fraction": 0.1}}})
     result = run_benchmark(cfg, tmp_path, progress=False, executor=local_ray)
     assert [(r["method"], "NaN" in r["error"]) for r in result.errors] == [("ga", True)]
     assert {r["method"] for r in result.runs if "error" not in r} >= {"original", "retrain", "ssd"}
@@ -106,7 +108,7 @@ def test_failed_job_becomes_error_rows(tmp_path, monkeypatch):
         return real(self, job)
 
     monkeypatch.setattr(runner._Runner, "run", run)
-    cfg = parse_config(TINY | {"seeds": [0], "scenarios": {"random": {"fraction": 0.1}}})
+    cfg = parse_config(TINY | {"seeds": [0], "tune": None, "scenarios": {"random": {"fraction": 0.1}}})
     result = run_benchmark(cfg, tmp_path, progress=False)
     failed = [(int(r["step"]), r["method"], r["error"]) for r in result.errors]
     assert failed == [(1, "ssd", "RuntimeError: worker lost"), (2, "ssd", "RuntimeError: worker lost")]
@@ -153,14 +155,35 @@ def test_lira_shadows_on_ray_equal_serial(local_ray, splits):
         np.testing.assert_array_equal(getattr(serial, name), getattr(parallel, name))
 
 
+def test_tune_trials_in_parallel_share_one_study(local_ray, tmp_path):
+    cfg = parse_config(TINY)
+    data = load_dataset("digits")
+    serial = tune(cfg, "ft", "random", 1, study=tmp_path / "serial.db", data=data)
+    rows: list[dict] = []
+    parallel = tune(cfg, "ft", "random", 4, study=tmp_path / "ray.db", data=data, executor=local_ray,
+                    progress=rows.append)
+    assert parallel.ran == 4 and sorted(r["number"] for r in rows) == [0, 1, 2, 3]
+    assert [(t["number"], t["state"]) for t in parallel.trials] == [(n, "COMPLETE") for n in range(4)]
+    assert (parallel.trials[0]["params"], parallel.trials[0]["value"]) == (serial.trials[0]["params"],
+                                                                           serial.trials[0]["value"])  # the defaults
+    again = tune(cfg, "ft", "random", 4, study=tmp_path / "ray.db", data=data, executor=local_ray)
+    assert again.ran == 0 and again.trials == parallel.trials
+
+
 def test_cli_ray_options(local_ray, tmp_path):
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY | {"seeds": [1], "sequential": None, "methods": ["ssd"],
+    config.write_text(yaml.safe_dump(TINY | {"seeds": [1], "sequential": None, "methods": ["ssd"], "tune": None,
                                              "ray": {"gpus_per_task": 0}}))
     result = CliRunner().invoke(app, ["bench", "-c", str(config), "--out", str(tmp_path / "out"), "--no-progress",
                                       "--ray"])
     assert result.exit_code == 0, result.output
     assert "executor: ray" in (tmp_path / "out" / "results.md").read_text()
+    tuned = CliRunner().invoke(app, ["tune", "-c", str(config), "-m", "ssd", "-s", "random", "-n", "2",
+                                     "--study", str(tmp_path / "study.db"), "--ray"])
+    assert tuned.exit_code == 0, tuned.output
+    assert "trial 0:" in tuned.output and "trial 1:" in tuned.output and "best Avg. Gap" in tuned.output
+    audit = CliRunner().invoke(app, ["audit", "--checkpoint", str(tmp_path / "none.safetensors"), "--ray"])
+    assert audit.exit_code == 2 and "--lira-shadows" in audit.output
     bad = parse_config  # a bad ray section is refused like any other config key
     with pytest.raises(OblivioError, match="ray"):
         bad(TINY | {"ray": {"gpus": 1}})

@@ -333,16 +333,18 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     return tuned_options(result, cfg.methods[method]), record
 
 
-def tune_grid(cfg: BenchConfig, data: Dataset, out: Path, executor: Executor,
+def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
               bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
-    options); the tuned options by (scenario, method) and one record per tuning."""
+    options); the tuned options by (scenario, method) and one record per tuning.
+
+    ``data``: the dataset, or its handle from ``executor.share``.
+    """
     pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
-    shared = executor.share(data)
-    results = executor.map(_tune_one, [Task((cfg, shared, str(out.resolve()), name, method))
-                                                 for name, method in pairs], **_resources(cfg, executor))
+    results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
+                           **_resources(cfg, executor))
     failed = next((r for r in results if isinstance(r, TaskFailed)), None)
     if failed is not None:
         if isinstance(failed.exception, OblivioError):
@@ -387,10 +389,10 @@ def run_benchmark(
     try:
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
-            tuned, tuning = tune_grid(cfg, data, out, executor, bar) if cfg.tune else ({}, [])
+            shared_data = executor.share(data)
+            tuned, tuning = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [])
             tasks = plan_jobs(cfg)
-            run = _Run(cfg, str(out.resolve()), resume, time.time(), token, tuned)
-            shared_run, shared_data = executor.share(run), executor.share(data)
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned))
             docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:
