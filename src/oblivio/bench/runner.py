@@ -71,6 +71,7 @@ class _Runner:
         self._splits: dict[tuple, Any] = {}
         self._seed: int | None = None
         self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options (see ``tune_grid``)
+        self.tune_errors: dict[tuple[str, str], str] = {}  # (scenario, method) -> why its tuning failed
 
     # -- models -------------------------------------------------------------------------------------
     def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
@@ -147,6 +148,9 @@ class _Runner:
                               lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
                               split, sizes=split.sizes())
         if tuned:
+            if (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
+                return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
+                        "error": f"tuning failed: {self.tune_errors[name, method]}"}
             options = self.tuned[(name, method)]
             spec = where | self._method_spec(method, options) | {"method": self.cfg.tune.label(method)}
             return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method,
@@ -303,6 +307,7 @@ class _Run:
     since: float
     token: str
     tuned: dict = field(default_factory=dict)
+    tune_errors: dict = field(default_factory=dict)
 
 
 def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
@@ -313,7 +318,7 @@ def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
         if run.cfg.threads:
             torch.set_num_threads(run.cfg.threads)
         runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since))
-        runner.tuned = run.tuned
+        runner.tuned, runner.tune_errors = run.tuned, run.tune_errors
     computed, cached = runner.store.computed, runner.store.cached
     docs = runner.run(job)
     return docs, runner.store.computed - computed, runner.store.cached - cached
@@ -335,9 +340,10 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
 
 
 def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
-              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict]]:
+              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
-    options); the tuned options by (scenario, method) and one record per tuning.
+    options); the tuned options by (scenario, method), one record per tuning, and why a tuning failed
+    (a failed tuning becomes a failed tuned row, the run goes on).
 
     ``data``: the dataset, or its handle from ``executor.share``.
     """
@@ -349,12 +355,15 @@ def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
     results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
                            **_resources(cfg, executor))
-    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
-    if failed is not None:
-        if isinstance(failed.exception, OblivioError):
-            raise failed.exception
-        raise OblivioError(f"tuning failed: {failed.error}") from failed.exception
-    return {pair: r[0] for pair, r in zip(pairs, results)}, [r[1] for r in results]
+    tuned, records, errors = {}, [], {}
+    for (name, method), r in zip(pairs, results):
+        if isinstance(r, TaskFailed):
+            errors[name, method] = (str(r.exception) if isinstance(r.exception, OblivioError) else r.error).splitlines()[0]
+            records.append({"scenario": name, "method": method, "trials": cfg.tune.trials, "error": errors[name, method]})
+        else:
+            tuned[name, method] = r[0]
+            records.append(r[1])
+    return tuned, records, errors
 
 
 def _resources(cfg: BenchConfig, executor: Executor) -> dict:
@@ -394,9 +403,9 @@ def run_benchmark(
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
             shared_data = executor.share(data)
-            tuned, tuning = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [])
+            tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
             tasks = plan_jobs(cfg)
-            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned))
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors))
             docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:
