@@ -186,6 +186,11 @@ def _storage(study: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def storage_url(study: str | Path) -> str:
+    """The Optuna storage URL of ``study``: a URL as given, or ``sqlite:///`` + the absolute path of a file."""
+    return _storage(study)
+
+
 def open_storage(url: str):
     """The Optuna storage for ``url``; SQLite waits up to 2 minutes for a lock, so parallel workers can share a file."""
     optuna = _optuna()
