@@ -192,6 +192,11 @@ def _storage(study: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def storage_url(study: str | Path) -> str:
+    """The Optuna storage URL of ``study``: a URL as given, or ``sqlite:///`` + the absolute path of a file."""
+    return _storage(study)
+
+
 def open_storage(url: str):
     """The Optuna storage for ``url``; SQLite waits up to 2 minutes for a lock, so parallel workers can share a file."""
     optuna = _optuna()
@@ -262,8 +267,9 @@ def tune(
             models = ModelCache(cfg, data, Store(cache))
             models.original(vsplit)  # into the cache, for every trial to load
             gold = measure(models.retrain(vsplit), vsplit, seed=vsplit.seed)
-            if not s.trials:
-                s.enqueue_trial(defaults)  # trial 0: the method's defaults
+            if not done and not any(t.state.name == "WAITING" for t in s.trials):
+                # the first trial: the method's defaults (again if a killed run left it RUNNING)
+                s.enqueue_trial(defaults)
             run = _TrialRun(cfg, method, scenario, seed, fixed, storage, name, str(cache),
                             {k: float(v) for k, v in gold.items()}, max(3, min(10, trials // 3)), uuid.uuid4().hex)
             executor = executor or SerialExecutor()
@@ -290,7 +296,7 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["number"] == 0 and rows[0]["state"] == "COMPLETE" else None
+    first = rows[0] if rows and rows[0]["params"] == defaults and rows[0]["state"] == "COMPLETE" else None
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,

@@ -393,7 +393,8 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t = cfg.tune
-    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out), data=data)
+    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out),
+                  data=data)
     record = {"scenario": scenario, "method": method, "trials": t.trials, "seed": result.seed,
               "validation": result.validation, "best_value": result.best_value, "default_value": result.default_value,
               "options": result.best_params, "study": result.study_name, "seconds": round(result.seconds, 1)}
@@ -408,7 +409,10 @@ def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
 
     ``data``: the dataset, or its handle from ``executor.share``.
     """
+    from ..tune import open_storage, storage_url
+
     pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
+    open_storage(storage_url(out / "tune.db"))  # create the tables here, not in several workers at once
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
     results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
