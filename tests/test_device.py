@@ -43,7 +43,8 @@ def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
 def test_cuda_index_beyond_the_gpus_present_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert resolve_device("auto") == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device("auto") == resolve_device("cuda") == torch.device("cuda:0")
     assert resolve_device("cuda:0") == torch.device("cuda:0")
     with pytest.raises(OblivioError, match="only 1 CUDA device"):
         resolve_device("cuda:3")
