@@ -60,12 +60,17 @@ def check_amp(amp: str | None) -> str | None:
 
 
 def autocast(device: torch.device | str, amp: str | None):
-    """Autocast context for ``amp`` on ``device`` (a no-op context when ``amp`` is None)."""
+    """Autocast context for ``amp`` on ``device`` (a no-op context when ``amp`` is None).
+
+    The cast-weight cache is off: a method runs whole inside one context and steps its optimiser
+    there, and with the cache on, later forwards would reuse bf16 copies of the weights from before
+    those steps (measured: every retain-set method ended at chance accuracy on a digits CNN).
+    """
     amp = check_amp(amp)
     dev = torch.device(device)
     if amp is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def set_deterministic(enabled: bool = True) -> None:
