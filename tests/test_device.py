@@ -145,12 +145,14 @@ def test_unlearn_never_moves_the_input_model_and_same_seed_gives_same_numbers(sp
 # -- numerical soundness and safeguards -----------------------------------------------------------------------
 def test_scrub_with_many_max_steps_no_longer_diverges(splits, original):
     """Upstream's max-step (no mask, no cap) gave NaN here (digits class 3, forget batch 8) and retain 11% on random 10%."""
-    for name in ("class", "random"):
+    for name, floor in (("class", 0.95), ("random", 0.8)):
         split = splits[name]
         result = unlearn(original(name), split=split, method="scrub", seed=0, forget_batch_size=8)
-        assert accuracy(result.model, split.retain) > 0.9, name
+        assert accuracy(result.model, split.retain) > floor, name
         assert "warnings" not in result.info
-    assert accuracy(result.model, splits["random"].test) > 0.85
+    capped = unlearn(original("random"), split=splits["random"], method="scrub", seed=0, forget_batch_size=4, msteps=3,
+                     max_grad_norm=3.0)
+    assert accuracy(capped.model, splits["random"].retain) > 0.8
 
 
 def test_ga_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, original):
@@ -169,10 +171,12 @@ def test_ga_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, ori
 def test_boundary_safeguard_stops_fine_tuning_before_a_collapse(splits, original):
     split = splits["random"]
     model = original("random")
-    result = unlearn(model, split=split, method="boundary", lr=0.5)
-    assert result.info["safeguard"] == "retain_drop"
+    result = unlearn(model, split=split, method="boundary", lr=0.01)  # epoch 2 costs 31 points on the probe
+    assert result.info["safeguard"] == "retain_drop" and result.info["safeguard_step"] >= 2
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.2
     assert "warnings" not in result.info
+    with pytest.raises(OblivioError, match="nothing was forgotten"):  # never reported done with the original back
+        unlearn(model, split=split, method="boundary", lr=0.5)
 
 
 def test_unsir_impairs_again_more_gently_when_repair_cannot_recover(splits, original):

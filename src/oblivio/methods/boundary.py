@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from ..errors import OblivioError
 from .base import UnlearnData, Unlearner, register
 import copy
 
@@ -98,6 +99,10 @@ class BoundaryShrink(Unlearner):
             if guard.check(model):
                 saved = copy.deepcopy(model.state_dict()) if guard.active else None
                 return True
+            if epoch == 1:
+                raise OblivioError(
+                    f"method 'boundary': the first fine-tuning epoch already cost more than {c.max_retain_drop:g} of "
+                    "retain accuracy, so nothing was forgotten; lower lr or raise max_retain_drop")
             model.load_state_dict(saved)  # undo the epoch that cost too much
             info.update(guard.record("retain_drop", epoch))
             return False

@@ -135,9 +135,17 @@ class RetainGuard:
 
     @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
+        """Probe accuracy; raises ``OblivioError`` when the model's outputs are NaN/inf (it diverged)."""
+        from ..errors import OblivioError
+
         was = model.training
         model.eval()
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in self.batches.epoch(512))
+        correct = 0
+        for x, y in self.batches.epoch(512):
+            logits = model(x)
+            if not torch.isfinite(logits).all():
+                raise OblivioError("the model's outputs became NaN/inf (diverged); lower the learning rate")
+            correct += int((logits.argmax(1) == y).sum())
         model.train(was)
         return correct / len(self.batches)
 

@@ -5,7 +5,10 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
+
+from ..errors import OblivioError
 
 from ..batching import DeviceData
 from ..training import check_finite, make_optimizer
@@ -67,7 +70,13 @@ class GradientAscent(Unlearner):
             opt.zero_grad()
             loss.backward()
             opt.step()
+            if not all(torch.isfinite(p).all() for p in model.parameters()):
+                raise OblivioError(f"method 'ga' step {step + 1}: weights became NaN/inf; lower the learning rate")
             if not guard.check(model):
+                if done == 0:
+                    raise OblivioError(
+                        f"method 'ga': the first ascent step already cost more than {c.max_retain_drop:g} of retain "
+                        "accuracy, so nothing was forgotten; lower lr or raise max_retain_drop")
                 model.load_state_dict(saved)
                 info |= {"stopped_by": "safeguard"} | guard.record("retain_drop", step + 1)
                 break

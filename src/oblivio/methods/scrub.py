@@ -23,12 +23,13 @@ destroy the model (retain 83% -> 12% after the min-steps, the "RA 10%" case) or 
 (NaN, as on a 20k-image Fashion-MNIST on a GPU). With the mask the same case ends at retain 87%,
 forget 0%, test 76.5% (the original: 83 / 86 / 80). The mask alone does not stop the runaway while
 some samples are still unmoved (random forgetting, where the forget samples share all their features
-with the retain set), so the max-step gradient norm is also capped at ``max_grad_norm`` (3): the
-ascent's first steps have norms far below it, the runaway's grow past it. Digits MLP, seed 0, with
-more max-steps than the defaults (forget batch 8, msteps 2 / forget batch 4, msteps 3): upstream's
-update gave NaN on class 3 and retain 11% on random 10%; with mask and cap class 3 ends at retain
-99%, forget 0%, and random 10% at retain 98% / 85% (cap 10 still collapsed it to 36%; cap 1 left
-class 3 at 72% forget accuracy with the default batches). The KL is also computed from
+with the retain set), so ``max_grad_norm`` can also cap the max-step gradient norm. Digits MLP, seed
+0, with more max-steps than the defaults (forget batch 8, msteps 2 / forget batch 4, msteps 3):
+upstream's update gave NaN on class 3 and retain 11% on random 10%; the mask alone gives class 3
+retain 99% / forget 0% and random 10% retain 87% / 22% (the second collapsed, and the bench warns);
+mask + cap 3 gives random 98% / 85%. The cap is off by default because at 3 it kept the digits
+backdoor (ASR 85% instead of < 25%) and at 10 it no longer prevented the collapse.
+The KL is also computed from
 log-probabilities on both sides (``kl_per_sample``), so an underflowed teacher probability cannot
 produce NaN.
 """
@@ -76,7 +77,7 @@ class Scrub(Unlearner):
         weight_decay: float = 5e-4  # paper: 5e-4
         lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # paper: (3, 5, 9)
         lr_decay_rate: float = 0.1  # paper: 0.1
-        max_grad_norm: float | None = 3.0  # not in the paper: max-step gradient norm cap (None = off); see above
+        max_grad_norm: float | None = None  # not in the paper: optional max-step gradient norm cap; see above
 
         def __post_init__(self) -> None:
             require_positive(
