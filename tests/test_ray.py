@@ -94,7 +94,8 @@ def test_failed_cell_on_a_worker_is_reported_and_the_grid_goes_on(local_ray, tmp
     cfg = parse_config(TINY | {"seeds": [0], "methods": ["ssd", {"ga": {"lr": 1.0e6, "steps": 30}}],
                                "sequential": None, "tune": None, "scenarios": {"random": {"fraction": 0.1}}})
     result = run_benchmark(cfg, tmp_path, progress=False, executor=local_ray)
-    assert [(r["method"], "NaN" in r["error"]) for r in result.errors] == [("ga", True)]
+    # ga's safeguard refuses the diverged run ("nothing was forgotten") before its weights reach NaN
+    assert [(r["method"], "NaN" in r["error"] or "nothing was forgotten" in r["error"]) for r in result.errors] == [("ga", True)]
     assert {r["method"] for r in result.runs if "error" not in r} >= {"original", "retrain", "ssd"}
 
 
