@@ -97,12 +97,17 @@ def unlearn(
     arch: str | None = None,
     seed: int = 0,
     config: Any = None,
+    verify: bool = True,
     **options: Any,
 ) -> UnlearnResult:
     """Make ``model`` forget ``forget`` with ``method``; returns a new model and run info.
 
     Pass the sets directly, or ``split=`` a ``Split`` to take all of them (and the scenario's
     forgotten classes / backdoor target) from it. Extra keyword options set the method's config.
+    With ``verify`` (default) the result is checked before it is returned
+    (``verification.verify_unlearning``): a model that did not change, or whose forget-set score
+    did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);
+    ``info["verified"]`` says what changed.
     """
     if split is not None:
         forget = split.forget if forget is None else forget
@@ -129,7 +134,12 @@ def unlearn(
     )
     torch.manual_seed(seed)
     try:
-        return unlearner.unlearn(model, data)
+        result = unlearner.unlearn(model, data)
     except OblivioError as e:
         msg = str(e) if repr(unlearner.name) in str(e) else f"method {unlearner.name!r}: {e}"
         raise OblivioError(msg if "original model" in msg else f"{msg}; the original model is kept") from None
+    if verify:
+        from .verification import verify_unlearning
+
+        result.info["verified"] = verify_unlearning(model, result, data)
+    return result

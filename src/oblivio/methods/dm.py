@@ -196,5 +196,10 @@ class DistributionMatching(Unlearner):
                 if matched(ks, share):
                     stopped_by = "threshold"
         model.eval()
-        return {"steps": steps, "distance": ks, "initial_distance": initial, "stopped_by": stopped_by,
+        info = {"steps": steps, "distance": ks, "initial_distance": initial, "stopped_by": stopped_by,
                 "threshold": threshold, "forgotten_share": share}
+        if stopped_by == "already_matched":  # the generic convention of methods.base.UnlearnResult
+            info |= {"nothing_to_forget": True, "nothing_to_forget_reason": (
+                f"dm's stopping test already passed before any step (KS {initial:.3g} <= {threshold:.3g}, "
+                f"forgotten share {share:.1%}): the forget set is indistinguishable from unseen data")}
+        return info
