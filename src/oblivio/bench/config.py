@@ -12,6 +12,7 @@
       backdoor: {fraction: 0.1, target: 0}
     methods: [ft, ga, {dm: {epochs: 3}}]   # or a mapping name -> options, or "all"
     sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
+    tune: {trials: 20, methods: [ft, dm], seed: 0}   # adds rows "ft (tuned, 20 trials)" (see oblivio.tune)
     output: runs/bench/digits
 
 "original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
@@ -35,7 +36,7 @@ from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "threads", "output"}
+             "sequential", "tune", "threads", "output"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,27 @@ class SequentialConfig:
 
 
 @dataclass(frozen=True)
+class TuneConfig:
+    """Tune each of ``methods`` per scenario with ``trials`` trials (same budget for all) before the grid.
+
+    ``seed`` picks the validation request and the sampler (default: the grid's first seed); the
+    tuned options then run on every seed as extra rows ``<method> (tuned, <trials> trials)``.
+    """
+
+    trials: int
+    methods: tuple[str, ...]
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trials, int) or self.trials < 1:
+            raise OblivioError(f"tune: trials must be a positive integer, got {self.trials!r}")
+
+    def label(self, method: str) -> str:
+        """The row name of ``method`` with tuned options."""
+        return f"{method} (tuned, {self.trials} trials)"
+
+
+@dataclass(frozen=True)
 class BenchConfig:
     """A validated benchmark grid (see the module docstring for the YAML layout)."""
 
@@ -69,6 +91,7 @@ class BenchConfig:
     methods: dict[str, dict]
     third_party_fraction: float = 0.1
     sequential: SequentialConfig | None = None
+    tune: TuneConfig | None = None
     threads: int | None = None
     output: str | None = None
     source: str | None = field(default=None, compare=False)
@@ -191,6 +214,20 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
             raise OblivioError(f"sequential: method {missing[0]!r} is not in the grid's methods (its options come from there)")
         sequential = SequentialConfig(int(s.get("requests", 5)), float(s.get("fraction", 0.02)), seq_methods,
                                       _seeds(s.get("seeds", list(seeds)), "sequential"))
+    tune = None
+    if doc.get("tune"):
+        t = dict(doc["tune"])
+        extra = sorted(set(t) - {"trials", "methods", "seed"})
+        if extra:
+            raise OblivioError(f"config: unknown tune option {', '.join(extra)}; known: methods, seed, trials")
+        tune_methods = tuple(_methods(t["methods"], "tune")) if "methods" in t else tuple(methods)
+        missing = [m for m in tune_methods if m not in methods]
+        if missing:
+            raise OblivioError(f"tune: method {missing[0]!r} is not in the grid's methods (its fixed options come from there)")
+        seed = t.get("seed")
+        if seed is not None and not isinstance(seed, int):
+            raise OblivioError(f"tune: seed must be an integer, got {seed!r}")
+        tune = TuneConfig(t.get("trials", 20), tune_methods, seed)
     threads = doc.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
@@ -201,7 +238,7 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
-        third_party_fraction=tpf, sequential=sequential, threads=threads, output=doc.get("output"), source=source,
+        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), source=source,
     )
 
 

@@ -45,6 +45,7 @@ class BenchResult:
     sequential_summary: list[dict] = field(default_factory=list)
     sizes: dict[str, dict] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
+    tuning: list[dict] = field(default_factory=list)  # one record per tuned (scenario, method)
 
     @property
     def errors(self) -> list[dict]:
@@ -118,12 +119,27 @@ def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
             if gold is not None:
                 row |= {k: float(v) for k, v in gap_to_retrain(m, gold["metrics"]).items()}
             row["seconds"] = c["seconds"]
+            train_acc = _train_accuracy(c)
+            if train_acc is not None:
+                row["train_acc"] = train_acc
             if gold is not None and gold["seconds"] > 0:
                 row["time_ratio"] = c["seconds"] / gold["seconds"]
         if c.get("error"):
             row["error"] = c["error"]
         rows.append(row)
     return rows
+
+
+def _train_accuracy(cell: dict) -> float | None:
+    """Accuracy (%) of an original on its whole training set (retain + forget), of a retrain on the retain set."""
+    m = cell["metrics"]
+    if cell["method"] == "retrain" and "RA" in m:
+        return float(m["RA"])
+    sizes = cell.get("sizes") or {}
+    if cell["method"] == "original" and {"RA", "UA"} <= set(m) and sizes.get("retain") and sizes.get("forget"):
+        n_r, n_f = sizes["retain"], sizes["forget"]
+        return (m["RA"] * n_r + (100.0 - m["UA"]) * n_f) / (n_r + n_f)
+    return None
 
 
 def _numeric_columns(rows: Iterable[dict]) -> list[str]:
@@ -202,9 +218,36 @@ def scenario_tables(result: BenchResult) -> list[tuple[str, list[str], list[list
         title = f"{name}: {_describe(result.config.scenarios[name])}"
         if name in result.sizes:
             title += " (seed {}: {})".format(result.config.seeds[0], ", ".join(f"{k} {v}" for k, v in result.sizes[name].items()))
+        fit = fit_line(rows)
+        if fit:
+            title += "; " + fit
         tables.append((title, ["Method", *[LABELS.get(c, c) for c in cols]],
                        [[_method_label(r), *[_fmt(r, c) for c in cols]] for r in rows]))
     return tables
+
+
+def fit_line(rows: list[dict]) -> str:
+    """How well the original and the retrain fit: train and test accuracy, mean over seeds (empty if unknown)."""
+    parts = []
+    for who, train_what in (("original", "train"), ("retrain", "train (retain)")):
+        r = next((r for r in rows if r["method"] == who and "train_acc_mean" in r), None)
+        if r is not None:
+            parts.append(f"{who} {train_what} {r['train_acc_mean']:.1f}% / test {r.get('TA_mean', float('nan')):.1f}%")
+    return ", ".join(parts)
+
+
+def tuning_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]] | None:
+    """Per tuned (scenario, method): the validation request, Avg. Gap there with defaults and tuned, the options."""
+    if not result.tuning:
+        return None
+    rows = [[t["scenario"], t["method"], str(t["trials"]),
+             "-" if t.get("default_value") is None else f"{t['default_value']:.2f}", f"{t['best_value']:.2f}",
+             ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["options"].items()),
+             t["validation"]] for t in result.tuning]
+    title = ("tuning: options picked on a validation request (another forget set of the same kind, scored against "
+             "its own retrain), never on the evaluated one; trial 0 = defaults")
+    return title, ["Scenario", "Method", "Trials", "Val. gap (defaults)", "Val. gap (tuned)", "Tuned options",
+                   "Validation request"], rows
 
 
 def accuracy_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]]:
@@ -255,7 +298,9 @@ def ranking_table(result: BenchResult, top: int = 3) -> tuple[str, list[str], li
 def all_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = scenario_tables(result)
     seq = sequential_table(result)
-    return [ranking_table(result)] + tables + ([seq] if seq else []) + [accuracy_table(result)]
+    tuning = tuning_table(result)
+    return ([ranking_table(result)] + tables + ([seq] if seq else []) + [accuracy_table(result)]
+            + ([tuning] if tuning else []))
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -276,6 +321,9 @@ def to_markdown(result: BenchResult) -> str:
         f"- dataset: {cfg.dataset}; model: {cfg.model}; train: {cfg.train}; third-party fraction: "
         f"{cfg.third_party_fraction}",
         "- methods (options): " + ", ".join(f"{m} {o}" if o else m for m, o in cfg.methods.items()),
+        *([f"- tuned rows: {', '.join(cfg.tune.methods)} with {cfg.tune.trials} Optuna trials each per scenario "
+           "(same budget for every method), options picked on a validation request (see the tuning table)"]
+          if cfg.tune else []),
         f"- mean ± sample std over seeds {list(cfg.seeds)}; UA = 100 - forget acc; MIA = MIA-efficacy (SalUn "
         "convention, higher = more forgotten); AUC = threshold attack; Avg. Gap = mean |Δ| to retrain over UA, RA, TA, "
         "MIA; Time = unlearning wall time (training time for original/retrain); × retrain = time / retrain's time",
@@ -321,7 +369,8 @@ def write_report(result: BenchResult) -> None:
         atomic_write_text(files["sequential_summary"], to_csv(result.sequential_summary, h))
     atomic_write_text(files["markdown"], to_markdown(result))
     doc = {"header": h, "config": result.config.to_dict(), "summary": result.summary, "runs": result.runs,
-           "sequential_summary": result.sequential_summary, "sequential_runs": result.sequential_runs}
+           "sequential_summary": result.sequential_summary, "sequential_runs": result.sequential_runs,
+           "tuning": result.tuning}
     atomic_write_text(files["json"], json.dumps(doc, indent=1, default=str))
     result.files = files
 

@@ -32,7 +32,7 @@ from .store import Store, code_hash, method_code_hash
 
 def count_cells(cfg: BenchConfig) -> int:
     """How many cells (original + retrain + methods, per seed and scenario, plus sequential steps) a run has."""
-    n = len(cfg.seeds) * len(cfg.scenarios) * (2 + len(cfg.methods))
+    n = len(cfg.seeds) * len(cfg.scenarios) * (2 + len(cfg.methods) + (len(cfg.tune.methods) if cfg.tune else 0))
     if cfg.sequential:
         s = cfg.sequential
         n += len(s.seeds) * s.requests * (2 + len(s.methods))
@@ -62,6 +62,25 @@ class _Runner:
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
+        self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options
+        self.tuning: list[dict] = []  # one record per tuned (scenario, method)
+
+    # -- tuning -------------------------------------------------------------------------------------
+    def tune(self) -> None:
+        """Tune every ``tune`` method per scenario on its validation request (cached in ``tune.db``)."""
+        from ..tune import tune, tuned_options
+
+        t = self.cfg.tune
+        for name in self.cfg.scenarios:
+            for method in t.methods:
+                self.bar.set_postfix_str(f"tuning {method} on {name}", refresh=True)
+                result = tune(self.cfg, method, name, t.trials, seed=t.seed, study=self.store.out / "tune.db",
+                              cache_dir=self.store.out, data=self.data)
+                self.tuned[(name, method)] = tuned_options(result, self.cfg.methods[method])
+                self.tuning.append({"scenario": name, "method": method, "trials": t.trials, "seed": result.seed,
+                                    "validation": result.validation, "best_value": result.best_value,
+                                    "default_value": result.default_value, "options": result.best_params,
+                                    "study": result.study_name, "seconds": round(result.seconds, 1)})
 
     # -- models -------------------------------------------------------------------------------------
     def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
@@ -87,10 +106,12 @@ class _Runner:
         return self._trained({"role": "original", "seed": split.seed, "poison": poison}, split.train, split.seed)
 
     def _unlearned(self, spec: dict, start: Callable[[], nn.Module], split: Split, method: str,
-                   forget: TensorDataset | None = None) -> tuple[nn.Module, dict]:
+                   forget: TensorDataset | None = None, options: dict | None = None) -> tuple[nn.Module, dict]:
+        options = self.cfg.methods[method] if options is None else options
+
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=split.seed, **self.cfg.methods[method])
+                             seed=split.seed, **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, split.seed)
@@ -118,8 +139,9 @@ class _Runner:
         self.bar.update(1)
         return doc
 
-    def _method_spec(self, method: str) -> dict:
-        return {"method": method, "options": self.cfg.methods[method], "code": self.method_code[method]}
+    def _method_spec(self, method: str, options: dict | None = None) -> dict:
+        options = self.cfg.methods[method] if options is None else options
+        return {"method": method, "options": options, "code": self.method_code[method]}
 
     def grid(self) -> Iterator[dict]:
         cfg = self.cfg
@@ -146,6 +168,15 @@ class _Runner:
                         return self._unlearned(spec, lambda: self.original(split)[0], split, method)
 
                     yield self._cell(spec, unlearned, split, f"{label} {method}")
+                for method in (cfg.tune.methods if cfg.tune else ()):
+                    options = self.tuned[(name, method)]
+                    row = cfg.tune.label(method)
+                    spec = where | self._method_spec(method, options) | {"method": row}
+
+                    def tuned(spec: dict = spec, split: Split = split, method: str = method, options: dict = options):
+                        return self._unlearned(spec, lambda: self.original(split)[0], split, method, options=options)
+
+                    yield self._cell(spec, tuned, split, f"{label} {row}", options=options)
 
     # -- sequential requests ------------------------------------------------------------------------
     def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset]]:
@@ -225,6 +256,8 @@ def run_benchmark(
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
             runner = _Runner(cfg, data, store, bar)
+            if cfg.tune:
+                runner.tune()
             cells = list(runner.grid())
             seq_cells = list(runner.sequential()) if cfg.sequential else []
     finally:
@@ -232,5 +265,6 @@ def run_benchmark(
     header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=store.computed,
                             cached=store.cached)
     result = assemble(cfg, out, header, cells, seq_cells)
+    result.tuning = runner.tuning
     write_report(result)
     return result

@@ -105,9 +105,38 @@ class Unlearner(ABC):
                 raise OblivioError(f"method {self.name!r} produced NaN/inf weights ({pname}); the original model is kept")
         return UnlearnResult(work, self.name, dataclasses.asdict(self.config), seconds, info)
 
+    @classmethod
+    def search_space(cls, trial: Any) -> dict[str, Any]:
+        """Options to tune, sampled from an Optuna ``trial`` (see ``oblivio.tune``).
+
+        The generic space (``generic_search_space``) covers learning rates, epoch and step counts;
+        a method overrides this (calling ``super()``) to add its own options.
+        """
+        return generic_search_space(cls.Config(), trial)
+
     @abstractmethod
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any] | None:
         """Modify ``model`` (already a private copy) in place; return extra info (steps, distances...)."""
+
+
+def generic_search_space(defaults: Any, trial: Any) -> dict[str, Any]:
+    """The shared part of every search space, around ``defaults`` (a Config instance).
+
+    Learning rates (``lr``, ``*_lr``): log-uniform within 10x of the default. Epoch counts
+    (``epochs``, ``*_epochs``): 1 to twice the default. ``steps``: a quarter to twice the default.
+    """
+    space: dict[str, Any] = {}
+    for f in dataclasses.fields(defaults):
+        value = getattr(defaults, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if (f.name == "lr" or f.name.endswith("_lr")) and value > 0:
+            space[f.name] = trial.suggest_float(f.name, value / 10, value * 10, log=True)
+        elif (f.name == "epochs" or f.name.endswith("_epochs")) and isinstance(value, int) and value > 0:
+            space[f.name] = trial.suggest_int(f.name, 1, max(2, 2 * value))
+        elif f.name == "steps" and isinstance(value, int) and value > 0:
+            space[f.name] = trial.suggest_int(f.name, max(1, value // 4), max(2, 2 * value), log=True)
+    return space
 
 
 _METHODS: dict[str, type[Unlearner]] = {}

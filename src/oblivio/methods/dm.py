@@ -123,6 +123,17 @@ class DistributionMatching(Unlearner):
         mass_floor: float = 0.01
         max_forgotten_share: float = 0.02
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """Provisional (the dm redesign may change the options): lr (generic) and, where dm has
+        them, the match and retain weights (log-uniform within 10x of the default)."""
+        space, defaults = super().search_space(trial), cls.Config()
+        for name in ("match_weight", "retain_weight"):
+            value = getattr(defaults, name, None)
+            if isinstance(value, float) and value > 0:
+                space[name] = trial.suggest_float(name, value / 10, value * 10, log=True)
+        return space
+
     @staticmethod
     def excluded_classes(data: UnlearnData) -> tuple[int, ...]:
         """Labels no unseen sample should get: forgotten classes, or the backdoor target."""

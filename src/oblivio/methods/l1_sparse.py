@@ -45,6 +45,12 @@ class L1Sparse(Unlearner):
         def __post_init__(self) -> None:
             require_positive("l1-sparse", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """lr and epochs (generic) and the l1 weight, log-uniform within 10x of the default."""
+        a = cls.Config().alpha
+        return super().search_space(trial) | {"alpha": trial.suggest_float("alpha", a / 10, a * 10, log=True)}
+
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
         per_epoch = math.ceil(len(data.retain) / c.batch_size)

@@ -67,6 +67,11 @@ class SalUn(Unlearner):
                 raise OblivioError(f"salun: mask_ratio must lie in (0, 1], got {self.mask_ratio}")
             require_positive("salun", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size)
 
+    @classmethod
+    def search_space(cls, trial) -> dict:
+        """lr and epochs (generic) and the share of salient weights updated, 0.1-0.9."""
+        return super().search_space(trial) | {"mask_ratio": trial.suggest_float("mask_ratio", 0.1, 0.9)}
+
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
         masks = saliency_mask(model, data.forget, c.mask_ratio, c.batch_size)

@@ -1,0 +1,48 @@
+"""``oblivio tune``: tune one method's options for one scenario of a benchmark config (Optuna, resumable)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .app import app, console
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def tune(
+    config: Path = typer.Option(..., "--config", "-c", help="benchmark YAML (dataset, model, recipe, scenarios)"),
+    method: str = typer.Option(..., "--method", "-m", help="method to tune (see `oblivio methods`)"),
+    scenario: str = typer.Option(..., "--scenario", "-s", help="a scenario name of the config"),
+    trials: int = typer.Option(20, "--trials", "-n", help="trial budget, counting trials already in the study"),
+    seed: Optional[int] = typer.Option(None, help="split/validation/sampler seed (default: the config's first seed)"),
+    study: Path = typer.Option(Path("runs/tune/study.db"), help="SQLite study file; reruns resume from it"),
+) -> None:
+    """Tune a method on a validation request (another forget set of the same kind), scored by Avg. Gap to its retrain."""
+    from ..tune import tune as run_tune
+
+    def show(row: dict) -> None:
+        value = "failed: " + (row.get("error") or "?") if row["state"] != "COMPLETE" else f"Avg. Gap {row['value']:.3f}"
+        params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
+        console.print(f"trial {row['number']}: {value}  ({params})", highlight=False)
+
+    result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show)
+    console.print(f"validation request: {result.validation}", highlight=False)
+    table = Table(title=f"{method} on {scenario} (seed {result.seed}): {len(result.trials)} trials, "
+                        f"{result.ran} run now, {result.seconds:.1f} s")
+    for column in ("trial", "state", "Avg. Gap", "options"):
+        table.add_column(column, justify="right" if column in ("trial", "Avg. Gap") else "left")
+    for row in result.trials:
+        table.add_row(str(row["number"]) + (" (defaults)" if row["number"] == 0 else ""), row["state"],
+                      "-" if row["value"] is None else f"{row['value']:.3f}",
+                      ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items()))
+    console.print(table)
+    defaults = "-" if result.default_value is None else f"{result.default_value:.3f}"
+    console.print(f"best Avg. Gap {result.best_value:.3f} (defaults {defaults}); options: "
+                  + " ".join(f"--set {k}={v}" for k, v in result.best_params.items()), highlight=False)
+    console.print(f"study {result.study_name!r} in {result.storage}", highlight=False)
