@@ -76,6 +76,9 @@ class Dataset:
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "Dataset":
         """A smaller copy with the first n_train/n_test samples of a seeded permutation."""
+        for what, n in (("n_train", n_train), ("n_test", n_test)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise OblivioError(f"{what} must be a positive integer (None = every sample), got {n!r}")
         g = torch.Generator().manual_seed(seed)
         tr = torch.randperm(len(self.y_train), generator=g)[: n_train or len(self.y_train)].sort().values
         te = torch.randperm(len(self.y_test), generator=g)[: n_test or len(self.y_test)].sort().values
@@ -303,6 +306,6 @@ def load_from_spec(spec: dict) -> Dataset:
     """Load a dataset from the ``{"name", "root", "n_train", "n_test", "seed"}`` dict stored in sidecars."""
     extra = {"path": spec["path"]} if spec.get("path") else {}
     data = load_dataset(spec["name"], root=spec.get("root"), **extra)
-    if spec.get("n_train") or spec.get("n_test"):
+    if spec.get("n_train") is not None or spec.get("n_test") is not None:
         data = data.subset(spec.get("n_train"), spec.get("n_test"), seed=spec.get("subset_seed", 0))
     return data

@@ -7,7 +7,9 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .app import app, console
+from ..errors import OblivioError
+from ..io import check_writable
+from .app import StepLog, app, console
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
@@ -27,14 +29,21 @@ def audit(
 
     if lira_shadows < 0 or lira_shadows == 1:
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
-    result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed)
+    for name, path in (("--checkpoint", checkpoint), ("--original", original), ("--retrained", retrained)):
+        if path is not None and path.is_dir():
+            raise OblivioError(f"{name} {path} is a directory; give the .safetensors file written by oblivio")
+    check_writable(out, kind="dir", what="--out", need_bytes=8 << 20)  # before the audit runs
+    log = StepLog()
+    log.step(f"auditing {checkpoint}" + (f" with {lira_shadows} LiRA shadow models" if lira_shadows else ""))
+    with log.waiting("measuring"):
+        result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     roles = [r for r in ("original", "unlearned", "retrained") if r in result.metrics]
     for role in roles:
-        table.add_column(role, justify="right")
+        table.add_column(role, justify="right", no_wrap=True)
     for key in result.metrics["unlearned"]:
         fmt = "{:.3f}" if key in ("AUC", "KS") else "{:.2f}"
         table.add_row(key, *[fmt.format(result.metrics[r][key]) for r in roles])

@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import OblivioError
 from .app import app, console
 
 
@@ -22,3 +23,6 @@ def bench(
     result = run_benchmark(config, out, resume=resume, progress=progress)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
+    if result.errors:
+        raise OblivioError(f"{len(result.errors)} benchmark cell(s) failed (listed above as 'failed ...'); "
+                           f"the report marks them; fix and rerun (finished cells are reused)")

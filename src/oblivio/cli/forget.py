@@ -7,13 +7,14 @@ from typing import Any, Optional
 
 import typer
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
+from ..io import check_writable
 from ..errors import OblivioError
 from ..pipeline import split_for_request
 from ..scenarios import ClassForget, RandomSubset, Scenario
 from ..training import evaluate
 from ..unlearning import unlearn
-from .app import app, console, percent_table
+from .app import StepLog, app, console, percent_table
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -74,32 +75,47 @@ def forget(
     set_: list[str] = typer.Option([], "--set", help="method option key=value (repeatable), e.g. --set lr=1e-4"),
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
-    if out.resolve() == checkpoint.resolve():
-        raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
+    if checkpoint.is_dir():
+        raise OblivioError(f"--checkpoint {checkpoint} is a directory; give the .safetensors file written by oblivio")
     if out.suffix != ".safetensors":
         raise OblivioError(f"--out must end in .safetensors, got {out.name}")
+    if out.resolve() == checkpoint.resolve():
+        raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
+    size = checkpoint.stat().st_size if checkpoint.is_file() else 0
+    check_writable(out, what="--out", need_bytes=2 * size + (1 << 20))
     options = parse_options(set_)
     request = build_scenario(scenario, classes, fraction, count, indices)
-    model, meta = load_checkpoint(checkpoint)
-    _, split = split_for_request(meta, request)
-    result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "method": result.method,
-        "config": json_safe(result.config),
-        "seconds": result.seconds,
-        "info": json_safe(result.info),
-        "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
-    }
-    save_checkpoint(
-        out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
-        dataset=meta.get("dataset"), seed=seed, split=split.spec(), training=meta["training"],
-        extra={"unlearning": record},
-    )
-    split.save(out.parent / f"{out.stem}.split.json")
+    log = StepLog()
+    with checkpoint_lock(out):  # a second writer of the same --out fails here, before any work
+        log.step(f"loading {checkpoint}")
+        model, meta = load_checkpoint(checkpoint)
+        log.step("rebuilding the training data and the forget split")
+        _, split = split_for_request(meta, request)
+        log.step(f"unlearning with {method!r}: forget {len(split.forget)} samples ({split.sizes()})")
+        with log.waiting(f"running {method}"):
+            result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, **options)
+        log.step(f"verified: {result.info.get('verified')}")
+        record = {
+            "method": result.method,
+            "config": json_safe(result.config),
+            "seconds": result.seconds,
+            "info": json_safe(result.info),
+            "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
+        }
+        log.step(f"writing {out}")
+        save_checkpoint(
+            out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
+            dataset=meta.get("dataset"), seed=seed, split=split.spec(), training=meta["training"],
+            extra={"unlearning": record}, companions={split_companion(out): split.save},
+        )
     rows = {"original": evaluate(model, split), result.method: evaluate(result.model, split)}
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
-    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items())
+    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
+                     if k not in ("verified", "nothing_to_forget", "nothing_to_forget_reason"))
     console.print(f"{result.method}: {result.seconds:.2f} s" + (f"; {info}" if info else ""))
+    if result.info.get("nothing_to_forget"):
+        console.print(f"[bold yellow]{result.info['verified']}[/]; the model is unchanged", highlight=False)
+    else:
+        console.print(f"verified: {result.info.get('verified')}", highlight=False)
     console.print(f"wrote {out}")
