@@ -130,3 +130,16 @@ def test_bench_tune_config_is_validated():
         parse_config(TINY | {"tune": {"trials": 0}})
     with pytest.raises(OblivioError, match="unknown tune option"):
         parse_config(TINY | {"tune": {"budget": 3}})
+
+
+def test_bench_reports_a_failed_tuning_and_goes_on(tmp_path, monkeypatch):
+    import oblivio.tune
+
+    def broken(*args, **kwargs):
+        raise OblivioError("every trial failed")
+
+    monkeypatch.setattr(oblivio.tune, "tune", broken)
+    doc = TINY | {"scenarios": {"class": {"classes": [3]}}, "methods": ["ga"], "tune": {"trials": 2}}
+    result = run_benchmark(parse_config(doc), tmp_path / "out", progress=False)
+    assert [(r["method"], r["error"]) for r in result.errors] == [("ga (tuned, 2 trials)", "tuning failed: every trial failed")]
+    assert "failed: every trial failed" in (tmp_path / "out" / "results.md").read_text()

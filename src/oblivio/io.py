@@ -27,6 +27,11 @@ from typing import Iterable, Iterator
 from .errors import OblivioError
 
 TMP_SUFFIX = ".tmp"
+
+
+class OutputLocked(OblivioError):
+    """Another process holds the lock of an output (see ``output_lock``)."""
+
 JOURNAL_SUFFIX = ".commit"
 
 
@@ -251,7 +256,7 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
     except OSError as e:
         raise _os_error(lock, e) from None
     if fd is None:
-        raise OblivioError(
+        raise OutputLocked(
             f"{path} is being written by another oblivio process (lock {lock.name} held); "
             f"wait for it to finish or choose another {what}"
         )

@@ -25,15 +25,16 @@ def training_split(data: Dataset, seed: int, third_party_fraction: float, backdo
     return make_split(data, backdoor or RandomSubset(count=1), seed, third_party_fraction)
 
 
-def split_for_request(meta: dict, scenario: Scenario | None) -> tuple[Dataset, Split]:
+def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | None = None) -> tuple[Dataset, Split]:
     """Rebuild the data and split of a checkpoint's training run for a new forget request.
 
     ``scenario`` None means the backdoor the model was trained with (or an error if none).
+    ``data``: the dataset already loaded from ``meta["training"]["data"]`` (else it is loaded).
     """
     spec = meta.get("training")
     if not spec:
         raise OblivioError("checkpoint sidecar has no training record; was it written by 'oblivio train'?")
-    data = load_from_spec(spec["data"])
+    data = data if data is not None else load_from_spec(spec["data"])
     poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
     if scenario is None or isinstance(scenario, Backdoor):
         if poison is None:

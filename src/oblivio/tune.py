@@ -25,6 +25,7 @@ the same trials, interrupted or not.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,6 +40,7 @@ from .bench.store import Store, code_hash, method_code_hash
 from .data import Dataset, load_from_spec
 from .errors import OblivioError
 from .methods import get_method
+from .parallel import Executor, SerialExecutor, Task, TaskFailed
 from .scenarios import Backdoor, ClassForget, RandomSubset, Split, make_split
 from .training import train
 from .unlearning import unlearn
@@ -184,6 +186,19 @@ def _storage(study: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def storage_url(study: str | Path) -> str:
+    """The Optuna storage URL of ``study``: a URL as given, or ``sqlite:///`` + the absolute path of a file."""
+    return _storage(study)
+
+
+def open_storage(url: str):
+    """The Optuna storage for ``url``; SQLite waits up to 2 minutes for a lock, so parallel workers can share a file."""
+    optuna = _optuna()
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 120}})
+    return url
+
+
 def _trial_rows(study) -> list[dict]:
     return [{"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params),
              "error": t.user_attrs.get("error"), "metrics": t.user_attrs.get("metrics")}
@@ -201,6 +216,7 @@ def tune(
     cache_dir: str | Path | None = None,
     data: Dataset | None = None,
     progress: Callable[[dict], None] | None = None,
+    executor: Executor | None = None,
 ) -> TuneResult:
     """Tune ``method``'s options for ``scenario`` of a benchmark config with a budget of ``trials`` trials.
 
@@ -217,7 +233,6 @@ def tune(
         raise OblivioError("tune: retrain has nothing to tune")
     seed = cfg.seeds[0] if seed is None else int(seed)
     fixed = dict(cfg.methods.get(method, {}))
-    space = search_space_of(method)
     defaults = default_params(method, fixed)
     if not defaults:
         raise OblivioError(f"tune: method {method!r} declares no options to tune")
@@ -229,43 +244,40 @@ def tune(
     name = study_name(cfg, method, scenario, seed, fixed)
     start = time.perf_counter()
     threads = torch.get_num_threads()
+    ran = 0
     try:
         torch.set_num_threads(cfg.threads or threads)
-        s = optuna.create_study(study_name=name, storage=storage, direction="minimize", load_if_exists=True)
+        s = optuna.create_study(study_name=name, storage=open_storage(storage), direction="minimize",
+                                load_if_exists=True)
         done = [t for t in s.trials if t.state.name in FINISHED]
         todo = trials - len(done)
-        ran = 0
         if todo > 0:
-            from .audit import gap_to_retrain, measure
+            from .audit import measure
 
             models = ModelCache(cfg, data, Store(cache))
-            original = models.original(vsplit)
+            models.original(vsplit)  # into the cache, for every trial to load
             gold = measure(models.retrain(vsplit), vsplit, seed=vsplit.seed)
             if not s.trials:
                 s.enqueue_trial(defaults)  # trial 0: the method's defaults
+            run = _TrialRun(cfg, method, scenario, seed, fixed, storage, name, str(cache),
+                            {k: float(v) for k, v in gold.items()}, max(3, min(10, trials // 3)), uuid.uuid4().hex)
+            executor = executor or SerialExecutor()
+            shared_run, shared_data = executor.share(run), executor.share(data)
 
-            def objective(trial) -> float:
-                params = space(trial)
-                trial.set_user_attr("options", {k: v for k, v in params.items()})
-                try:
-                    result = unlearn(original, split=vsplit, method=method, arch=cfg.model, seed=vsplit.seed,
-                                     **(fixed | params))
-                    metrics = measure(result.model, vsplit, seed=vsplit.seed)
-                except OblivioError as e:
-                    trial.set_user_attr("error", str(e).splitlines()[0])
-                    raise
-                trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
-                trial.set_user_attr("seconds", result.seconds)
-                return float(gap_to_retrain(metrics, gold)["avg_gap"])
+            def finished(_: int, row: Any) -> None:
+                if progress is not None and not isinstance(row, TaskFailed):
+                    progress(row)
 
-            for _ in range(todo):
-                number = len(s.trials)
-                s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(seed, number),
-                                                       n_startup_trials=max(3, min(10, trials // 3)))
-                s.optimize(objective, n_trials=1, catch=(OblivioError,))
-                ran += 1
-                if progress is not None:
-                    progress(_trial_rows(s)[-1])
+            try:
+                results = executor.map(_one_trial, [Task((shared_run, shared_data)) for _ in range(todo)], finished,
+                                       num_cpus=cfg.threads or 1, num_gpus=executor.gpus())
+            finally:
+                _TRIAL_STATE.pop(run.token, None)
+            ran = len(results)
+            failed = next((r for r in results if isinstance(r, TaskFailed)), None)
+            if failed is not None:
+                raise OblivioError(f"tune: a trial failed outside the method: {failed.error}") from failed.exception
+        s = optuna.load_study(study_name=name, storage=open_storage(storage))
     finally:
         torch.set_num_threads(threads)
     rows = _trial_rows(s)[:trials]
@@ -278,6 +290,62 @@ def tune(
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
                       trials=rows, seconds=time.perf_counter() - start)
+
+
+@dataclass(frozen=True)
+class _TrialRun:
+    """What every trial of one ``tune`` call shares (sent once to each worker)."""
+
+    cfg: BenchConfig
+    method: str
+    scenario: str
+    seed: int
+    fixed: dict
+    storage: str
+    name: str
+    cache: str
+    gold: dict
+    n_startup: int
+    token: str
+
+
+# Per process and tune call: the validation split and its original model, loaded once for all trials.
+_TRIAL_STATE: dict[str, tuple[Split, nn.Module]] = {}
+
+
+def _one_trial(run: _TrialRun, data: Dataset) -> dict:
+    """Run the next trial of the study (sampler seeded from its number); its row."""
+    from .audit import gap_to_retrain, measure
+
+    optuna = _optuna()
+    if run.token not in _TRIAL_STATE:
+        _TRIAL_STATE.clear()
+        if run.cfg.threads:
+            torch.set_num_threads(run.cfg.threads)
+        vsplit, _ = validation_split(data, run.cfg, run.scenario, run.seed)
+        _TRIAL_STATE[run.token] = vsplit, ModelCache(run.cfg, data, Store(Path(run.cache))).original(vsplit)
+    vsplit, original = _TRIAL_STATE[run.token]
+    space = search_space_of(run.method)
+
+    def objective(trial) -> float:
+        params = space(trial)
+        trial.set_user_attr("options", {k: v for k, v in params.items()})
+        try:
+            result = unlearn(original, split=vsplit, method=run.method, arch=run.cfg.model, seed=vsplit.seed,
+                             **(run.fixed | params))
+            metrics = measure(result.model, vsplit, seed=vsplit.seed)
+        except OblivioError as e:
+            trial.set_user_attr("error", str(e).splitlines()[0])
+            raise
+        trial.set_user_attr("metrics", {k: float(v) for k, v in metrics.items()})
+        trial.set_user_attr("seconds", result.seconds)
+        return float(gap_to_retrain(metrics, run.gold)["avg_gap"])
+
+    s = optuna.load_study(study_name=run.name, storage=open_storage(run.storage))
+    s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(run.seed, len(s.trials)), n_startup_trials=run.n_startup)
+    mine: list[int] = []
+    s.optimize(objective, n_trials=1, catch=(OblivioError,), callbacks=[lambda _, trial: mine.append(trial.number)])
+    return next(r for r in _trial_rows(s) if r["number"] == mine[0])
 
 
 def _sampler_seed(seed: int, number: int) -> int:

@@ -10,7 +10,7 @@ What is measurable without a retrained model:
   needs a retrained model (``oblivio audit --retrained``).
 
 A method whose own stopping rule proved there was nothing to forget says so in its info
-(``info["nothing_to_forget"] = True`` and ``info["nothing_to_forget_reason"]``, see
+(``info["nothing_to_forget"] = True`` and ``info["reason"]``, see
 ``methods.base.UnlearnResult``); such a result passes unchanged and the reason is reported.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def verify_unlearning(original: nn.Module, result: UnlearnResult, data: UnlearnD
     """A one-line account of what changed; raises ``NothingForgotten`` when the result forgot nothing."""
     who = f"method {result.method!r}"
     if result.info.get(NOTHING_TO_FORGET):
-        reason = result.info.get(f"{NOTHING_TO_FORGET}_reason") or "the method found nothing to forget"
+        reason = result.info.get("reason") or "the method found nothing to forget"
         return f"nothing to forget: {reason}"
     steps = result.info.get("steps")
     detail = f" ({steps} steps)" if steps is not None else ""

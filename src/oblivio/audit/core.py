@@ -12,6 +12,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint, model_hash, read_sidecar
 from ..errors import OblivioError
+from ..parallel import Executor
 from ..scenarios import Split
 from .lira import LiraConfig, lira_attack, shadow_config_for, train_shadows
 from .metrics import (
@@ -104,11 +105,13 @@ def audit(
     seed: int = 0,
     lira_config: LiraConfig | None = None,
     method: dict | None = None,
+    executor: Executor | None = None,
 ) -> AuditResult:
     """Audit an unlearned ``model`` on ``split`` against the ``original`` and a ``retrained`` model (both optional).
 
     ``lira_shadows`` > 0 also trains that many shadow models (``lira_config``: architecture and
-    training, default the MLP with ``TrainConfig()``) and runs offline LiRA on every model given.
+    training, default the MLP with ``TrainConfig()``) and runs offline LiRA on every model given;
+    ``executor`` trains the shadows (default serial; ``oblivio.parallel.RayExecutor()`` in parallel).
     Deterministic for a seed on CPU.
     """
     check_split(split)
@@ -128,7 +131,7 @@ def audit(
 
     lira = None
     if lira_shadows:
-        shadows = train_shadows(split, lira_shadows, lira_config, seed, reference)
+        shadows = train_shadows(split, lira_shadows, lira_config, seed, reference, executor)
         results = {}
         for role, m in roles.items():
             res = lira_attack(m, split, shadows, reference)
@@ -182,12 +185,14 @@ def audit_checkpoint(
     retrained: str | os.PathLike | None = None,
     lira_shadows: int = 0,
     seed: int = 0,
+    executor: Executor | None = None,
 ) -> AuditResult:
     """Audit an unlearned checkpoint written by ``oblivio forget``, rebuilding its data and split from the sidecar.
 
     ``original`` defaults to the path recorded in the sidecar (or that file name beside the checkpoint)
     when it exists and its model hash matches the record. Refuses a
     retrained checkpoint made for a different forget split, and an original the model was not made from.
+    ``executor`` trains the LiRA shadows (default serial, see ``audit``).
     """
     from ..pipeline import split_for_checkpoint
 
@@ -227,7 +232,7 @@ def audit_checkpoint(
     result = audit(
         model, split, original=orig_model, retrained=retr_model, seconds=unlearning.get("seconds"),
         retrain_seconds=retrain_seconds, lira_shadows=lira_shadows, seed=seed,
-        lira_config=shadow_config_for(meta.get("arch"), train_config), method=method,
+        lira_config=shadow_config_for(meta.get("arch"), train_config), method=method, executor=executor,
     )
     result.notes = notes if lira_shadows else [n for n in notes if not n.startswith("LiRA")]
     result.split["dataset_spec"] = (meta.get("training") or {}).get("data")

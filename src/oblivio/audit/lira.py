@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from ..errors import OblivioError
+from ..parallel import Executor, SerialExecutor, Task, TaskFailed
 from ..scenarios import Split
 from ..training import TrainConfig, predict, train
 from .metrics import Reference, logit_confidence, membership_roc, reference_set
@@ -84,16 +85,37 @@ def _out_stats(phi: np.ndarray, out: np.ndarray, fix_variance: bool) -> tuple[np
     return mu, np.maximum(sigma, 1e-6)
 
 
+def _shadow_phis(split: Split, reference: TensorDataset, members: np.ndarray, config: LiraConfig,
+                 shadow_seed: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Train one shadow on the pool samples ``members``; its phis on the forget and reference samples and its seconds."""
+    start = time.perf_counter()
+    idx = torch.as_tensor(members)
+    member_data = TensorDataset(split.x_train[idx], split.y_train[idx])
+    cfg = TrainConfig(**(asdict(config.train) | {"seed": shadow_seed, "progress": False}))
+    arch = config.arch
+    if not isinstance(arch, str):
+        torch.manual_seed(shadow_seed)
+        arch = arch(tuple(split.info.input_shape), split.info.num_classes)
+    shadow, _ = train(arch, member_data, split.info.num_classes, cfg)
+    phi_forget = logit_confidence(*predict(shadow, split.forget))
+    phi_reference = logit_confidence(*predict(shadow, reference))
+    return phi_forget, phi_reference, time.perf_counter() - start
+
+
 def train_shadows(
     split: Split,
     n_shadows: int = 8,
     config: LiraConfig | None = None,
     seed: int = 0,
     reference: Reference | None = None,
+    executor: Executor | None = None,
+    on_done: Callable[[int, object], None] | None = None,
 ) -> Shadows:
     """Train ``n_shadows`` shadow models on balanced random halves of train pool + third-party pool.
 
-    Deterministic for a seed on CPU. Returns the out-Gaussians of phi for forget and reference samples.
+    ``executor`` (default serial; ``oblivio.parallel.RayExecutor()`` for Ray tasks) trains them,
+    ``on_done(k, result)`` is called as shadow ``k`` finishes. Deterministic for a seed on CPU,
+    whichever executor. Returns the out-Gaussians of phi for forget and reference samples.
     """
     config = config or LiraConfig()
     if n_shadows < 2:
@@ -108,21 +130,18 @@ def train_shadows(
     else:
         reference_in = np.zeros((n_shadows, len(reference.data)), dtype=bool)
 
-    phi_forget, phi_reference = [], []
-    start = time.perf_counter()
-    for k in range(n_shadows):
-        idx = torch.as_tensor(pool[keep[k]])
-        member_data = TensorDataset(split.x_train[idx], split.y_train[idx])
-        shadow_seed = int(np.random.default_rng([seed, 13, k]).integers(2**31))
-        cfg = TrainConfig(**(asdict(config.train) | {"seed": shadow_seed, "progress": False}))
-        arch = config.arch
-        if not isinstance(arch, str):
-            torch.manual_seed(shadow_seed)
-            arch = arch(tuple(split.info.input_shape), split.info.num_classes)
-        shadow, _ = train(arch, member_data, split.info.num_classes, cfg)
-        phi_forget.append(logit_confidence(*predict(shadow, split.forget)))
-        phi_reference.append(logit_confidence(*predict(shadow, reference.data)))
-    seconds = (time.perf_counter() - start) / n_shadows
+    executor = executor or SerialExecutor()
+    shared_split, shared_reference = executor.share(split), executor.share(reference.data)
+    seeds = [int(np.random.default_rng([seed, 13, k]).integers(2**31)) for k in range(n_shadows)]
+    tasks = [Task((shared_split, shared_reference, pool[keep[k]], config, seeds[k])) for k in range(n_shadows)]
+    results = executor.map(_shadow_phis, tasks, on_done, num_cpus=1, num_gpus=executor.gpus())
+    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
+    if failed is not None:
+        if isinstance(failed.exception, OblivioError):
+            raise failed.exception
+        raise OblivioError(f"LiRA: a shadow model failed: {failed.error}") from failed.exception
+    phi_forget, phi_reference, times = zip(*results)
+    seconds = float(np.mean(times))
     n = len(split.forget_idx)  # one fit over forget + reference, so a pooled variance is shared by both
     phi = np.concatenate([np.stack(phi_forget), np.stack(phi_reference)], axis=1)
     mu, sd = _out_stats(phi, ~np.concatenate([forget_in, reference_in], axis=1), config.fix_variance)

@@ -14,6 +14,7 @@
     sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
     tune: {trials: 20, methods: [ft, dm], seed: 0}   # adds rows "ft (tuned, 20 trials)" (see oblivio.tune)
     output: runs/bench/digits
+    ray: {gpus_per_task: 0.25, cpus_per_task: 1}   # resources per task under --ray (default: 1 GPU if any)
 
 "original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
 a fresh model trained with the same recipe and seed on the retain set only.
@@ -36,7 +37,8 @@ from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "tune", "threads", "output"}
+             "sequential", "tune", "threads", "output", "ray"}
+_RAY_KEYS = ("gpus_per_task", "cpus_per_task")
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,7 @@ class BenchConfig:
     tune: TuneConfig | None = None
     threads: int | None = None
     output: str | None = None
+    ray: dict = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
 
     def scenario(self, name: str) -> Scenario:
@@ -113,9 +116,9 @@ class BenchConfig:
         return d
 
     def hash(self) -> str:
-        """Short hash of everything that decides the numbers (not the output dir or thread count)."""
+        """Short hash of everything that decides the numbers (not the output dir, thread count or Ray resources)."""
         d = self.to_dict()
-        d.pop("output"), d.pop("threads")
+        d.pop("output"), d.pop("threads"), d.pop("ray")
         return stable_hash(d)
 
 
@@ -231,6 +234,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     threads = doc.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
+    ray = dict(doc.get("ray") or {})
+    for key, value in ray.items():
+        if key not in _RAY_KEYS:
+            raise OblivioError(f"config: unknown ray option {key}; known: {', '.join(_RAY_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise OblivioError(f"config: ray {key} must be a number at least 0, got {value!r}")
     tpf = float(doc.get("third_party_fraction", 0.1))
     if not 0 < tpf < 1:
         raise OblivioError(f"config: third_party_fraction must lie in (0, 1), got {tpf}")
@@ -238,7 +247,8 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
-        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), source=source,
+        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), ray=ray,
+        source=source,
     )
 
 

@@ -240,7 +240,8 @@ def tuning_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]] 
     """Per tuned (scenario, method): the validation request, Avg. Gap there with defaults and tuned, the options."""
     if not result.tuning:
         return None
-    rows = [[t["scenario"], t["method"], str(t["trials"]),
+    rows = [[t["scenario"], t["method"], str(t["trials"]), "-", "-", f"failed: {t['error']}", "-"] if t.get("error") else
+            [t["scenario"], t["method"], str(t["trials"]),
              "-" if t.get("default_value") is None else f"{t['default_value']:.2f}", f"{t['best_value']:.2f}",
              ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["options"].items()),
              t["validation"]] for t in result.tuning]

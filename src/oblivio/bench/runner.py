@@ -4,14 +4,19 @@ Per seed and scenario the split is built once, the original model is trained onc
 by every scenario on clean data of that seed), the gold-standard retrain is trained once on the
 retain set, and each method unlearns from the original. Every finished cell is cached (see
 ``store``), so an interrupted run resumes where it stopped.
+
+The grid is cut into jobs (``plan_jobs``): one per original model, one per cell, one per
+sequential chain; a job waits for the original it starts from. An executor (``oblivio.parallel``)
+runs them in this process or as Ray tasks; the cell logic (``_Runner``) is the same either way.
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
+import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,10 +27,11 @@ from tqdm.auto import tqdm
 from .. import __version__
 from ..data import Dataset, load_from_spec
 from ..errors import OblivioError
+from ..parallel import Executor, SerialExecutor, Task, TaskFailed
 from ..scenarios import Backdoor, RandomSubset, Split, make_split
 from ..training import train
 from ..unlearning import unlearn
-from .config import BenchConfig, load_config
+from .config import BenchConfig, load_config, stable_hash
 from .report import BenchResult, assemble, machine_header, write_report
 from .store import Store, code_hash, method_code_hash
 
@@ -55,32 +61,17 @@ class _Runner:
     retrain or unlearn again.
     """
 
-    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, bar: tqdm):
-        self.cfg, self.data, self.store, self.bar = cfg, data, store, bar
+    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store):
+        self.cfg, self.data, self.store = cfg, data, store
         self.measure, _ = _audit()
         self.base = cfg.base_spec() | {"oblivio": __version__}
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
-        self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options
-        self.tuning: list[dict] = []  # one record per tuned (scenario, method)
-
-    # -- tuning -------------------------------------------------------------------------------------
-    def tune(self) -> None:
-        """Tune every ``tune`` method per scenario on its validation request (cached in ``tune.db``)."""
-        from ..tune import tune, tuned_options
-
-        t = self.cfg.tune
-        for name in self.cfg.scenarios:
-            for method in t.methods:
-                self.bar.set_postfix_str(f"tuning {method} on {name}", refresh=True)
-                result = tune(self.cfg, method, name, t.trials, seed=t.seed, study=self.store.out / "tune.db",
-                              cache_dir=self.store.out, data=self.data)
-                self.tuned[(name, method)] = tuned_options(result, self.cfg.methods[method])
-                self.tuning.append({"scenario": name, "method": method, "trials": t.trials, "seed": result.seed,
-                                    "validation": result.validation, "best_value": result.best_value,
-                                    "default_value": result.default_value, "options": result.best_params,
-                                    "study": result.study_name, "seconds": round(result.seconds, 1)})
+        self._splits: dict[tuple, Any] = {}
+        self._seed: int | None = None
+        self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options (see ``tune_grid``)
+        self.tune_errors: dict[tuple[str, str], str] = {}  # (scenario, method) -> why its tuning failed
 
     # -- models -------------------------------------------------------------------------------------
     def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
@@ -117,10 +108,8 @@ class _Runner:
         return self._model(spec | {"role": "unlearned"}, build, split.seed)
 
     # -- cells --------------------------------------------------------------------------------------
-    def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, label: str,
-              **extra: Any) -> dict:
+    def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, **extra: Any) -> dict:
         """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run."""
-        self.bar.set_postfix_str(label, refresh=False)
         head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
 
         def compute() -> dict:
@@ -132,55 +121,48 @@ class _Runner:
                                    "load_avg": os.getloadavg()[0]}
 
         try:
-            doc = self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
+            return self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
         except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
             message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
-            doc = head | {"error": (message.splitlines() or [type(e).__name__])[0]}
-        self.bar.update(1)
-        return doc
+            return head | {"error": (message.splitlines() or [type(e).__name__])[0]}
 
     def _method_spec(self, method: str, options: dict | None = None) -> dict:
         options = self.cfg.methods[method] if options is None else options
         return {"method": method, "options": options, "code": self.method_code[method]}
 
-    def grid(self) -> Iterator[dict]:
-        cfg = self.cfg
-        for seed in cfg.seeds:
-            self._models.clear()
-            for name in cfg.scenarios:
-                split = make_split(self.data, cfg.scenario(name), seed, cfg.third_party_fraction)
-                where = {"scenario": name, "scenario_spec": cfg.scenarios[name], "seed": seed}
-                sizes = split.sizes()
-                label = f"seed {seed} {name}"
+    def split(self, seed: int, scenario: str) -> Split:
+        """The split of ``scenario`` for ``seed`` (built once per seed)."""
+        if (seed, scenario) not in self._splits:
+            cfg = self.cfg
+            self._splits[seed, scenario] = make_split(self.data, cfg.scenario(scenario), seed, cfg.third_party_fraction)
+        return self._splits[seed, scenario]
 
-                def original(split: Split = split) -> tuple[nn.Module, dict]:
-                    return self.original(split)
-
-                def retrain(split: Split = split, where: dict = where) -> tuple[nn.Module, dict]:
-                    return self._trained(where | {"role": "retrain"}, split.retain, split.seed)
-
-                yield self._cell(where | {"method": "original"}, original, split, f"{label} original", sizes=sizes)
-                yield self._cell(where | {"method": "retrain"}, retrain, split, f"{label} retrain", sizes=sizes)
-                for method in cfg.methods:
-                    spec = where | self._method_spec(method)
-
-                    def unlearned(spec: dict = spec, split: Split = split, method: str = method):
-                        return self._unlearned(spec, lambda: self.original(split)[0], split, method)
-
-                    yield self._cell(spec, unlearned, split, f"{label} {method}")
-                for method in (cfg.tune.methods if cfg.tune else ()):
-                    options = self.tuned[(name, method)]
-                    row = cfg.tune.label(method)
-                    spec = where | self._method_spec(method, options) | {"method": row}
-
-                    def tuned(spec: dict = spec, split: Split = split, method: str = method, options: dict = options):
-                        return self._unlearned(spec, lambda: self.original(split)[0], split, method, options=options)
-
-                    yield self._cell(spec, tuned, split, f"{label} {row}", options=options)
+    def grid_cell(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
+        """One cell of the main grid: ``original``, ``retrain`` or a method's (default or ``tuned``) unlearned model."""
+        split = self.split(seed, name)
+        where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed}
+        if method == "original":
+            return self._cell(where | {"method": "original"}, lambda: self.original(split), split, sizes=split.sizes())
+        if method == "retrain":
+            return self._cell(where | {"method": "retrain"},
+                              lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
+                              split, sizes=split.sizes())
+        if tuned:
+            if (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
+                return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
+                        "error": f"tuning failed: {self.tune_errors[name, method]}"}
+            options = self.tuned[(name, method)]
+            spec = where | self._method_spec(method, options) | {"method": self.cfg.tune.label(method)}
+            return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method,
+                                                            options=options), split, options=options)
+        spec = where | self._method_spec(method)
+        return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method), split)
 
     # -- sequential requests ------------------------------------------------------------------------
     def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset]]:
         """Per step: the split with every request so far deleted (retain = the rest), and this step's request."""
+        if ("sequential", seed) in self._splits:
+            return self._splits["sequential", seed]
         s, cfg = self.cfg.sequential, self.cfg
         pool = make_split(self.data, RandomSubset(count=1), seed, cfg.third_party_fraction).pool_idx
         n = max(1, int(round(s.fraction * len(pool))))
@@ -192,46 +174,206 @@ class _Runner:
             split = make_split(self.data, RandomSubset(indices=tuple(deleted.tolist())), seed, cfg.third_party_fraction)
             idx = torch.as_tensor(request)
             steps.append((split, TensorDataset(split.x_train[idx], split.y_train[idx])))
+        self._splits["sequential", seed] = steps
         return steps
 
-    def sequential(self) -> Iterator[dict]:
-        """Per seed: original and retrain-on-what-remains at every step, then each method's chain of unlearning."""
+    def _plan(self, seed: int) -> dict:
         s = self.cfg.sequential
-        for seed in s.seeds:
-            self._models.clear()
-            steps = self.request_splits(seed)
-            plan = {"sequential": {"requests": s.requests, "fraction": s.fraction}, "seed": seed}
-            for step, (split, _) in enumerate(steps, 1):
-                where = plan | {"step": step}
-                label, deleted = f"sequential seed {seed} step {step}", len(split.forget_idx)
+        return {"sequential": {"requests": s.requests, "fraction": s.fraction}, "seed": seed}
 
-                def retrain(split: Split = split, where: dict = where) -> tuple[nn.Module, dict]:
-                    return self._trained(where | {"role": "retrain"}, split.retain, seed)
+    def sequential_cell(self, seed: int, step: int, method: str) -> dict:
+        """The ``original`` or ``retrain``-on-what-remains cell at one step of the sequential requests."""
+        split = self.request_splits(seed)[step - 1][0]
+        where = self._plan(seed) | {"step": step}
+        deleted = len(split.forget_idx)
+        if method == "original":
+            return self._cell(where | {"method": "original"}, lambda: self.original(split), split, deleted=deleted)
+        return self._cell(where | {"method": "retrain"}, lambda: self._trained(where | {"role": "retrain"}, split.retain, seed),
+                          split, deleted=deleted)
 
-                yield self._cell(where | {"method": "original"}, lambda split=split: self.original(split), split,
-                                 f"{label} original", deleted=deleted)
-                yield self._cell(where | {"method": "retrain"}, retrain, split, f"{label} retrain", deleted=deleted)
-            for method in s.methods:
-                yield from self._chain(seed, method, steps, plan)
-
-    def _chain(self, seed: int, method: str, steps: list[tuple[Split, TensorDataset]], plan: dict) -> Iterator[dict]:
+    def chain(self, seed: int, method: str) -> list[dict]:
         """Unlearn each request from the previous step's model (cached per step, rebuilt on demand)."""
+        steps, plan = self.request_splits(seed), self._plan(seed)
         previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])[0]
+        docs = []
         for step, (split, request) in enumerate(steps, 1):
             spec = plan | {"step": step} | self._method_spec(method)
 
             def model(spec=spec, previous=previous, split=split, request=request) -> tuple[nn.Module, dict]:
                 return self._unlearned(spec, previous, split, method, forget=request)
 
-            doc = self._cell(spec, model, split, f"sequential seed {seed} step {step} {method}",
-                             deleted=len(split.forget_idx))
-            yield doc
-            if "error" in doc:  # the chain cannot go on from a failed step
-                for later in range(step + 1, len(steps) + 1):
-                    self.bar.update(1)
-                    yield {"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
-                return
+            docs.append(self._cell(spec, model, split, deleted=len(split.forget_idx)))
+            if "error" in docs[-1]:  # the chain cannot go on from a failed step
+                docs += [{"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
+                         for later in range(step + 1, len(steps) + 1)]
+                break
             previous = lambda model=model: model()[0]
+        return docs
+
+    # -- jobs ---------------------------------------------------------------------------------------
+    def run(self, job: "Job") -> list[dict]:
+        """The cells of one job (none for an ``original`` job, which only fills the model cache)."""
+        if job.seed != self._seed:  # keep one seed's models in memory at a time
+            self._models.clear()
+            self._splits.clear()
+            self._seed = job.seed
+        if job.kind == "original":
+            split = self.split(job.seed, job.scenario) if job.scenario else self.request_splits(job.seed)[0][0]
+            try:
+                self.original(split)
+            except Exception:  # noqa: BLE001 - the cells that need it fail and report why
+                pass
+            return []
+        if job.kind in ("grid", "tuned"):
+            return [self.grid_cell(job.seed, job.scenario, job.method, tuned=job.kind == "tuned")]
+        if job.kind == "sequential":
+            return [self.sequential_cell(job.seed, job.step, job.method)]
+        return self.chain(job.seed, job.method)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work of a run: ``original`` (train an original model into the cache), ``grid`` (one cell),
+    ``tuned`` (one cell with tuned options), ``sequential`` (original/retrain at one step) or ``chain``
+    (a method through every sequential step).
+
+    ``heads`` name the cells it produces, for the error rows of a job that failed as a whole.
+    """
+
+    kind: str
+    seed: int
+    scenario: str | None = None
+    method: str | None = None
+    step: int | None = None
+    heads: tuple = ()
+
+    @property
+    def label(self) -> str:
+        where = f"seed {self.seed} {self.scenario}" if self.scenario else (
+            f"sequential seed {self.seed}" + (f" step {self.step}" if self.step else ""))
+        return f"{where} {self.method or 'original'}"
+
+
+def plan_jobs(cfg: BenchConfig) -> list[Task]:
+    """The jobs of a run in report order, each after the job training the original model it starts from.
+
+    Originals come first for each seed so that every cell starting from one finds it in the cache.
+    """
+    tasks: list[Task] = []
+    clean: dict[int, int] = {}  # seed -> the job training its clean original (shared with the sequential part)
+    for seed in cfg.seeds:
+        originals: dict[str, int] = {}
+        for name in cfg.scenarios:
+            scenario = cfg.scenario(name)
+            key = stable_hash(asdict(scenario)) if isinstance(scenario, Backdoor) else "clean"
+            if key not in originals:
+                originals[key] = len(tasks)
+                tasks.append(Task((Job("original", seed, name),)))
+                if key == "clean":
+                    clean[seed] = originals[key]
+            after = (originals[key],)
+            for method in ("original", "retrain", *cfg.methods):
+                head = {"scenario": name, "method": method, "seed": seed}
+                tasks.append(Task((Job("grid", seed, name, method, heads=(head,)),), () if method == "retrain" else after))
+            for method in cfg.tune.methods if cfg.tune else ():
+                head = {"scenario": name, "method": cfg.tune.label(method), "seed": seed}
+                tasks.append(Task((Job("tuned", seed, name, method, heads=(head,)),), after))
+    s = cfg.sequential
+    for seed in s.seeds if s else ():
+        first = clean.get(seed, len(tasks))
+        if seed not in clean:
+            tasks.append(Task((Job("original", seed),)))
+        for step in range(1, s.requests + 1):
+            for method in ("original", "retrain"):
+                head = {"seed": seed, "step": step, "method": method}
+                tasks.append(Task((Job("sequential", seed, None, method, step, (head,)),), (first,)))
+        for method in s.methods:
+            heads = tuple({"seed": seed, "step": step, "method": method} for step in range(1, s.requests + 1))
+            tasks.append(Task((Job("chain", seed, None, method, heads=heads),), (first,)))
+    return tasks
+
+
+# Runners built in this process, per run: a Ray worker keeps one across the jobs of a run it is given.
+_RUNNERS: dict[str, _Runner] = {}
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every job of one run shares: the config, output dir, resume flag and a token naming the run."""
+
+    cfg: BenchConfig
+    out: str
+    resume: bool
+    since: float
+    token: str
+    tuned: dict = field(default_factory=dict)
+    tune_errors: dict = field(default_factory=dict)
+
+
+def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
+    """Run one job; return its cells and how many cells were computed and read from the cache."""
+    runner = _RUNNERS.get(run.token)
+    if runner is None:
+        _RUNNERS.clear()  # a worker serves one run at a time; drop an earlier run's models
+        if run.cfg.threads:
+            torch.set_num_threads(run.cfg.threads)
+        runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since))
+        runner.tuned, runner.tune_errors = run.tuned, run.tune_errors
+    computed, cached = runner.store.computed, runner.store.cached
+    docs = runner.run(job)
+    return docs, runner.store.computed - computed, runner.store.cached - cached
+
+
+def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: str) -> tuple[dict, dict]:
+    """Tune ``method`` on ``scenario`` (a study in ``<out>/tune.db``); its tuned options and a record for the report."""
+    from ..tune import tune, tuned_options
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t = cfg.tune
+    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out),
+                  data=data)
+    record = {"scenario": scenario, "method": method, "trials": t.trials, "seed": result.seed,
+              "validation": result.validation, "best_value": result.best_value, "default_value": result.default_value,
+              "options": result.best_params, "study": result.study_name, "seconds": round(result.seconds, 1)}
+    return tuned_options(result, cfg.methods[method]), record
+
+
+def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
+              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
+    """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
+    options); the tuned options by (scenario, method), one record per tuning, and why a tuning failed
+    (a failed tuning becomes a failed tuned row, the run goes on).
+
+    ``data``: the dataset, or its handle from ``executor.share``.
+    """
+    from ..tune import open_storage, storage_url
+
+    pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
+    open_storage(storage_url(out / "tune.db"))  # create the tables here, not in several workers at once
+    if bar is not None:
+        bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
+    results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
+                           **_resources(cfg, executor))
+    tuned, records, errors = {}, [], {}
+    for (name, method), r in zip(pairs, results):
+        if isinstance(r, TaskFailed):
+            errors[name, method] = (str(r.exception) if isinstance(r.exception, OblivioError) else r.error).splitlines()[0]
+            records.append({"scenario": name, "method": method, "trials": cfg.tune.trials, "error": errors[name, method]})
+        else:
+            tuned[name, method] = r[0]
+            records.append(r[1])
+    return tuned, records, errors
+
+
+def _resources(cfg: BenchConfig, executor: Executor) -> dict:
+    """CPUs and GPUs one job claims: the executor's GPU share, else the config's ``ray`` section, else 1 GPU if any."""
+    gpus = executor.gpus_per_task
+    if gpus is None:
+        gpus = cfg.ray.get("gpus_per_task")
+    if gpus is None:
+        gpus = executor.gpus()
+    return {"num_cpus": cfg.ray.get("cpus_per_task") or cfg.threads or 1, "num_gpus": gpus}
 
 
 def run_benchmark(
@@ -240,31 +382,53 @@ def run_benchmark(
     *,
     resume: bool = True,
     progress: bool = True,
+    executor: Executor | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
 
     ``out_dir`` defaults to the config's ``output`` or ``runs/bench/<name>``. With ``resume``
-    False every cell is recomputed (and the cache overwritten).
+    False every cell is recomputed (and the cache overwritten). ``executor`` (default: serial, in
+    this process) runs the jobs, e.g. ``oblivio.parallel.RayExecutor()`` for Ray tasks; every
+    worker reads and writes the cache under ``out_dir``, so on a cluster it must be a shared
+    filesystem. The numbers do not depend on the executor.
     """
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
-    store = Store(out, resume=resume)
+    executor = executor or SerialExecutor()
     data = load_from_spec(cfg.dataset)
     threads = torch.get_num_threads()
     start = time.perf_counter()
+    token, counts = uuid.uuid4().hex, [0, 0]
     try:
         torch.set_num_threads(cfg.threads or threads)
         with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
-            runner = _Runner(cfg, data, store, bar)
-            if cfg.tune:
-                runner.tune()
-            cells = list(runner.grid())
-            seq_cells = list(runner.sequential()) if cfg.sequential else []
+            shared_data = executor.share(data)
+            tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
+            tasks = plan_jobs(cfg)
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors))
+            docs: list[list[dict]] = [[] for _ in tasks]
+
+            def done(i: int, result: Any) -> None:
+                job: Job = tasks[i].args[0]
+                if isinstance(result, TaskFailed):  # the job as a whole failed: one error row per cell it owed
+                    docs[i] = [head | {"error": result.error} for head in job.heads]
+                else:
+                    docs[i], computed, cached = result
+                    counts[0] += computed
+                    counts[1] += cached
+                bar.set_postfix_str(job.label, refresh=False)
+                bar.update(len(docs[i]))
+
+            executor.map(_run_job, [Task((shared_run, shared_data, t.args[0]), t.after) for t in tasks], done,
+                         **_resources(cfg, executor))
     finally:
         torch.set_num_threads(threads)
-    header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=store.computed,
-                            cached=store.cached)
+        _RUNNERS.pop(token, None)
+    cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("grid", "tuned") for d in ds]
+    seq_cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("sequential", "chain") for d in ds]
+    header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=counts[0], cached=counts[1])
+    header["executor"] = executor.describe()
     result = assemble(cfg, out, header, cells, seq_cells)
-    result.tuning = runner.tuning
+    result.tuning = tuning
     write_report(result)
     return result

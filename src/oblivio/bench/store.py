@@ -15,7 +15,7 @@ from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import OblivioError
-from ..io import atomic_write_text
+from ..io import OutputLocked, atomic_write_text
 from ..methods import get_method
 from .config import stable_hash
 
@@ -47,11 +47,14 @@ class Store:
 
     ``computed`` and ``cached`` count the cells of this run made afresh and read from the cache;
     ``rebuilt`` the cached models that could not be loaded (damaged) and were built again.
+    Without ``resume``, files written since ``since`` (a ``time.time()``; by this run's other
+    workers) are still reused, so a model is built once per run whichever process needs it.
     """
 
-    def __init__(self, out: Path, resume: bool = True):
+    def __init__(self, out: Path, resume: bool = True, since: float | None = None):
         self.out = Path(out)
         self.resume = resume
+        self.since = since
         self.computed = 0
         self.cached = 0
         self.rebuilt = 0
@@ -66,10 +69,15 @@ class Store:
     def model_path(self, key: str) -> Path:
         return self.out / "models" / f"{key}.safetensors"
 
+    def _reusable(self, path: Path) -> bool:
+        if not path.is_file():
+            return False
+        return self.resume or (self.since is not None and path.stat().st_mtime >= self.since)
+
     def cell(self, key: str, compute: Callable[[], dict]) -> dict:
         """The cached cell ``key``, or ``compute()``'s result written to the cache."""
         path = self.cell_path(key)
-        if self.resume and path.is_file():
+        if self._reusable(path):
             try:
                 doc = json.loads(path.read_text())
                 self.cached += 1
@@ -84,7 +92,7 @@ class Store:
     def model(self, key: str, build: Callable[[], tuple[nn.Module, dict]], **meta: Any) -> tuple[nn.Module, dict]:
         """The cached model ``key`` and its record (``seconds``, ``info``), or ``build()``'s result saved as a checkpoint."""
         path = self.model_path(key)
-        if self.resume and path.is_file():
+        if self._reusable(path):
             try:
                 model, sidecar = load_checkpoint(path)
                 return model, sidecar["extra"]
@@ -92,6 +100,9 @@ class Store:
                 self.rebuilt += 1  # a damaged or foreign file: build the model again and replace it
         model, record = build()
         record = _jsonable(record)
-        save_checkpoint(path, model, arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
-                        num_classes=meta["num_classes"], dataset=meta["dataset"], seed=meta["seed"], extra=record)
+        try:
+            save_checkpoint(path, model, arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
+                            num_classes=meta["num_classes"], dataset=meta["dataset"], seed=meta["seed"], extra=record)
+        except OutputLocked:
+            pass  # another worker is writing the same key (same inputs, same model): its file will do
         return model, record

@@ -10,6 +10,7 @@ from rich.table import Table
 from ..errors import OblivioError
 from ..io import check_writable
 from .app import StepLog, app, console
+from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
 
@@ -19,9 +20,13 @@ def audit(
     checkpoint: Path = typer.Option(..., help="unlearned checkpoint written by 'oblivio forget' (.safetensors)"),
     original: Optional[Path] = typer.Option(None, help="original model (default: the path recorded in the checkpoint, if present)"),
     retrained: Optional[Path] = typer.Option(None, help="model retrained without the forget set, for the same split"),
-    lira_shadows: int = typer.Option(0, help="shadow models for the LiRA attack (0 = skip; 8 is a good start)"),
+    lira_shadows: int = typer.Option(0, help="shadow models for the LiRA attack (0 = skip; 8 is a good start; "
+                                            "--ray trains them in parallel)"),
     seed: int = 0,
     out: Path = typer.Option(Path("runs/audit"), help="folder for audit.json and report.html"),
+    ray: bool = ray_flag(),
+    ray_address_: Optional[str] = ray_address(),
+    gpus: Optional[float] = gpus_per_task(),
 ) -> None:
     """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
     from ..audit import audit_checkpoint
@@ -29,14 +34,17 @@ def audit(
 
     if lira_shadows < 0 or lira_shadows == 1:
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
+    if (ray or ray_address_) and not lira_shadows:
+        raise typer.BadParameter("--ray trains LiRA shadow models in parallel; add --lira-shadows K")
     for name, path in (("--checkpoint", checkpoint), ("--original", original), ("--retrained", retrained)):
         if path is not None and path.is_dir():
             raise OblivioError(f"{name} {path} is a directory; give the .safetensors file written by oblivio")
     check_writable(out, kind="dir", what="--out", need_bytes=8 << 20)  # before the audit runs
     log = StepLog()
     log.step(f"auditing {checkpoint}" + (f" with {lira_shadows} LiRA shadow models" if lira_shadows else ""))
-    with log.waiting("measuring"):
-        result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows, seed=seed)
+    with log.waiting("measuring"), executor_from_options(ray, ray_address_, gpus) as executor:
+        result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows,
+                                  seed=seed, executor=executor)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")

@@ -8,6 +8,7 @@ import typer
 
 from ..errors import OblivioError
 from .app import app, console
+from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
 @app.command()
@@ -16,11 +17,19 @@ def bench(
     out: Optional[Path] = typer.Option(None, help="output dir (default: the config's 'output' or runs/bench/<name>)"),
     resume: bool = typer.Option(True, help="reuse finished cells cached in the output dir"),
     progress: bool = typer.Option(True, help="show a progress bar"),
+    ray: bool = ray_flag(),
+    ray_address_: Optional[str] = ray_address(),
+    gpus: Optional[float] = gpus_per_task(),
 ) -> None:
-    """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report."""
+    """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report.
+
+    With --ray the cells run as Ray tasks; every worker reads and writes the cache in --out, so on a
+    cluster --out must be on a filesystem all nodes share. The numbers are the same as a serial run.
+    """
     from ..bench import print_report, run_benchmark
 
-    result = run_benchmark(config, out, resume=resume, progress=progress)
+    with executor_from_options(ray, ray_address_, gpus) as executor:
+        result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
     if result.errors:

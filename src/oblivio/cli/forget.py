@@ -112,7 +112,7 @@ def forget(
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
-                     if k not in ("verified", "nothing_to_forget", "nothing_to_forget_reason"))
+                     if k not in ("verified", "nothing_to_forget", "reason"))
     console.print(f"{result.method}: {result.seconds:.2f} s" + (f"; {info}" if info else ""))
     if result.info.get("nothing_to_forget"):
         console.print(f"[bold yellow]{result.info['verified']}[/]; the model is unchanged", highlight=False)

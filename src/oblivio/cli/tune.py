@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from .app import app, console
+from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
 def _fmt(value) -> str:
@@ -21,7 +22,11 @@ def tune(
     scenario: str = typer.Option(..., "--scenario", "-s", help="a scenario name of the config"),
     trials: int = typer.Option(20, "--trials", "-n", help="trial budget, counting trials already in the study"),
     seed: Optional[int] = typer.Option(None, help="split/validation/sampler seed (default: the config's first seed)"),
-    study: Path = typer.Option(Path("runs/tune/study.db"), help="SQLite study file; reruns resume from it"),
+    study: str = typer.Option("runs/tune/study.db", help="SQLite study file, or an Optuna storage URL "
+                                                         "(postgresql://... for a Ray cluster); reruns resume from it"),
+    ray: bool = ray_flag(),
+    ray_address_: Optional[str] = ray_address(),
+    gpus: Optional[float] = gpus_per_task(),
 ) -> None:
     """Tune a method on a validation request (another forget set of the same kind), scored by Avg. Gap to its retrain."""
     from ..tune import tune as run_tune
@@ -31,7 +36,8 @@ def tune(
         params = ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items())
         console.print(f"trial {row['number']}: {value}  ({params})", highlight=False)
 
-    result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show)
+    with executor_from_options(ray, ray_address_, gpus) as executor:  # --ray: trials in parallel, one shared study
+        result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show, executor=executor)
     console.print(f"validation request: {result.validation}", highlight=False)
     table = Table(title=f"{method} on {scenario} (seed {result.seed}): {len(result.trials)} trials, "
                         f"{result.ran} run now, {result.seconds:.1f} s")

@@ -47,7 +47,7 @@ class UnlearnResult:
 
     ``info`` convention: a method whose own stopping rule proves there is nothing to forget (e.g.
     dm's forget set already indistinguishable from unseen data) sets ``info["nothing_to_forget"] =
-    True`` and ``info["nothing_to_forget_reason"]`` (one line); ``oblivio.unlearn`` then reports the
+    True`` and ``info["reason"]`` (one line); ``oblivio.unlearn`` then reports the
     unchanged model as done and states why. Any other result must measurably change the model.
     """
 

@@ -1,0 +1,147 @@
+"""Engine and sessions for the ledger database, and its Alembic migrations applied on first use.
+
+The URL comes from ``--db`` (a SQLAlchemy URL or a plain file path for SQLite), else the
+``OBLIVIO_DB_URL`` environment variable, else ``sqlite:///oblivio.db`` in the working directory.
+SQLite runs in WAL mode and takes its write lock at the start of each transaction
+(``BEGIN IMMEDIATE``), so concurrent processes queue instead of failing with "database is locked".
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from importlib.resources import files
+from typing import Iterator
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import OblivioError
+
+DB_ENV = "OBLIVIO_DB_URL"
+DEFAULT_URL = "sqlite:///oblivio.db"
+HEAD = "0001"  # newest migration; tests check it matches the scripts in migrations/versions
+SQLITE_TIMEOUT_S = 60.0
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_migrated: set[str] = set()
+
+
+def resolve_url(db: str | None = None) -> str:
+    """``db`` (URL or SQLite file path), else $OBLIVIO_DB_URL, else ``sqlite:///oblivio.db``."""
+    value = db or os.environ.get(DB_ENV) or DEFAULT_URL
+    if "://" not in value:
+        value = f"sqlite:///{value}"
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise OblivioError(f"not a database URL: {value!r}") from None
+    if url.get_backend_name() not in ("sqlite", "postgresql"):
+        raise OblivioError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
+    return value
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def on_connect(dbapi_connection, _record) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def on_begin(conn) -> None:
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("oblivio_read_only") else "BEGIN IMMEDIATE")
+
+
+def get_engine(db: str | None = None) -> Engine:
+    """The (cached) engine for ``db``, with the schema migrated to the newest version."""
+    url = resolve_url(db)
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            parsed = make_url(url)
+            if parsed.get_backend_name() == "sqlite":
+                if parsed.database and parsed.database != ":memory:":
+                    parent = os.path.dirname(os.path.abspath(parsed.database))
+                    if not os.path.isdir(parent):
+                        raise OblivioError(f"database folder does not exist: {parent}")
+                engine = create_engine(url, connect_args={"timeout": SQLITE_TIMEOUT_S})
+                _sqlite_setup(engine)
+            else:
+                engine = create_engine(url, pool_pre_ping=True)
+            _engines[url] = engine
+        if url not in _migrated:
+            migrate(engine)
+            _migrated.add(url)
+    return engine
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The schema version recorded in the database, or None for an empty database."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError) as e:
+        if "alembic_version" in str(e):
+            return None
+        raise OblivioError(f"cannot open the ledger database: {str(e.orig).splitlines()[0]}") from None
+
+
+def alembic_config(engine: Engine):
+    """An Alembic config pointing at the migration scripts shipped in this package."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(files("oblivio.ledger") / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply the shipped migrations up to ``revision`` (a no-op when the schema is already there)."""
+    if revision == "head" and current_revision(engine) == HEAD:
+        return
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Undo migrations down to ``revision`` ("base": an empty database)."""
+    from alembic import command
+
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    _migrated.discard(engine.url.render_as_string(hide_password=False))
+
+
+@contextmanager
+def session_scope(db: str | None = None, write: bool = True) -> Iterator[Session]:
+    """A session in one transaction: committed on success, rolled back on any error.
+
+    ``write=False`` for reads: on SQLite they then do not queue for the write lock.
+    """
+    engine = get_engine(db)
+    factory = sessionmaker(engine if write else engine.execution_options(oblivio_read_only=True), expire_on_commit=False)
+    with factory() as session, session.begin():
+        yield session
+
+
+def dispose_all() -> None:
+    """Close every cached engine (tests; forked processes)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _migrated.clear()

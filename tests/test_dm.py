@@ -1,0 +1,100 @@
+"""dm's stopping rule: nothing to forget is recognised at step 0; a remembered random subset is forgotten."""
+import pytest
+import torch
+
+from oblivio import ClassForget, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
+from oblivio.methods.dm import familiarity_z, logit_confidence, quantile_match
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Small MLPs train ~50x slower with 2 threads than with 1 on a busy 2-core machine (spin-waiting)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def same_weights(a, b):
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.fixture(scope="module")
+def random30(digits):
+    """Digits, random 30 %: an original fitted to ~100 % train accuracy and its retrain (seed 0)."""
+    split = make_split(digits, RandomSubset(fraction=0.3), seed=0)
+    cfg = TrainConfig(seed=0, epochs=40, weight_decay=0.0)
+    original = train("mlp", split.train, 10, cfg)[0]
+    gold = retrain("mlp", split.retain, 10, cfg)[0]
+    return split, original, gold
+
+
+@pytest.mark.parametrize("scenario", [RandomSubset(fraction=0.1), ClassForget((3,))], ids=["random", "class"])
+def test_dm_stops_at_step_0_on_a_model_that_never_saw_the_forget_set(digits, scenario):
+    split = make_split(digits, scenario, seed=0)
+    never_saw = retrain("mlp", split.retain, 10, TrainConfig(seed=0))[0]
+    result = unlearn(never_saw, split=split, method="dm", seed=0)
+    info = result.info
+    assert info["steps"] == 0 and info["stopped_by"] == "already_matched", info
+    assert info["nothing_to_forget"] is True and "no more familiar than unseen data" in info["reason"]
+    assert info["initial_distance"] <= info["threshold"]
+    assert same_weights(result.model, never_saw)
+
+
+def test_dm_forgets_a_remembered_random_subset_towards_retraining(random30):
+    split, original, gold = random30
+    result = unlearn(original, split=split, method="dm", seed=0)
+    info = result.info
+    assert info["initial_distance"] > info["threshold"], info  # the original remembers the forget set
+    assert info["steps"] > 0 and "nothing_to_forget" not in info and info["stopped_by"] == "threshold", info
+    assert info["distance"] <= info["threshold"] < info["initial_distance"]
+    acc = {name: accuracy(m, split.forget) for name, m in (("orig", original), ("dm", result.model), ("gold", gold))}
+    assert acc["gold"] < acc["orig"] - 0.015, acc  # retraining does forget something here
+    assert abs(acc["dm"] - acc["gold"]) < abs(acc["orig"] - acc["gold"]), acc
+    assert accuracy(result.model, split.test) >= accuracy(original, split.test) - 0.02  # utility kept
+    assert accuracy(result.model, split.retain) >= accuracy(gold, split.retain) - 0.02
+    assert {"forget_accuracy", "reference_accuracy", "z_loss", "z_accuracy", "initial_z_loss"} <= set(info)
+
+
+def test_dm_is_deterministic_on_a_random_subset(random30):
+    split, original, _ = random30
+    a = unlearn(original, split=split, method="dm", seed=0)
+    b = unlearn(original, split=split, method="dm", seed=0)
+    assert same_weights(a.model, b.model) and a.info == b.info
+
+
+def test_familiarity_z_is_positive_only_for_remembered_samples():
+    torch.manual_seed(0)
+    y = torch.zeros(400, dtype=torch.long)
+    unseen = torch.randn(400, 3) + torch.tensor([1.0, 0.0, 0.0])  # ~ 70 % correct, moderate confidence
+    remembered = torch.randn(400, 3) + torch.tensor([8.0, 0.0, 0.0])  # all correct, confident
+    z_loss, z_acc, stats = familiarity_z(remembered, y, unseen, y, loss_clip=10.0)
+    assert z_loss > 5 and z_acc > 5 and stats["forget_accuracy"] > stats["reference_accuracy"]
+    z_loss, z_acc, _ = familiarity_z(unseen[:200], y[:200], unseen[200:], y[200:], loss_clip=10.0)
+    assert abs(z_loss) < 2.5 and abs(z_acc) < 2.5
+
+
+def test_logit_confidence_and_quantile_match():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 30.0, 0.0]])
+    phi = logit_confidence(logits, torch.tensor([0, 1]))
+    p = logits.softmax(1)
+    assert phi[0].item() == pytest.approx((p[0, 0].log() - (1 - p[0, 0]).log()).item(), rel=1e-5)
+    assert phi[1].item() == pytest.approx(30.0 - torch.logsumexp(torch.zeros(2), 0).item(), rel=1e-5)  # no saturation
+    ref = torch.linspace(-3, 3, 101)
+    assert quantile_match(ref[torch.randperm(101)], ref).item() == pytest.approx(0.0, abs=1e-3)  # order-free
+    assert quantile_match(ref + 2.0, ref).item() > 1.0
+
+
+def test_dm_search_space_names_real_options_and_contains_the_defaults():
+    import dataclasses
+
+    import optuna
+
+    from oblivio import get_method
+
+    dm = type(get_method("dm"))
+    defaults = dataclasses.asdict(dm.Config())
+    tuned = ("lr", "match_weight", "phi_weight", "anchor_weight", "z_stop")
+    space = dm.search_space(optuna.trial.FixedTrial({k: defaults[k] for k in tuned}))
+    assert set(tuned) <= set(space) <= set(defaults)
+    assert all(space[k] == defaults[k] for k in tuned)

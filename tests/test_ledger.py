@@ -1,0 +1,372 @@
+"""The request ledger on SQLite and PostgreSQL: workflow end to end, idempotency, concurrency, crash and resume.
+
+PostgreSQL variants run when ``OBLIVIO_TEST_PG_URL`` points at a database the test role may create
+schemas in (``.ci/run`` sets it); each test gets a fresh schema.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sqlalchemy")
+pytest.importorskip("alembic")
+
+from sqlalchemy import create_engine, func, select, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from oblivio import OblivioError  # noqa: E402
+from oblivio.cli import app  # noqa: E402
+from oblivio.ledger import db as ledger_db  # noqa: E402
+from oblivio.ledger import workflow  # noqa: E402
+from oblivio.ledger.models import ModelVersion, Request, StatusChange, UnlearningRun  # noqa: E402
+
+runner = CliRunner()
+PG_ENV = "OBLIVIO_TEST_PG_URL"
+BACKENDS = ["sqlite", "postgresql"]
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+FAST = ["--method", "ga", "--set", "steps=1", "--set", "lr=0.001"]  # a tiny gradient-ascent step: fast, and the proxy audit passes
+
+
+@contextmanager
+def database(kind: str, folder: Path):
+    """A fresh, empty ledger database URL of ``kind``; dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'ledger.db'}"
+        ledger_db.dispose_all()
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"{PG_ENV} is not set (e.g. postgresql+psycopg://oblivio:oblivio@127.0.0.1:5432/oblivio_test); "
+                    ".ci/run starts PostgreSQL and sets it")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+    finally:
+        ledger_db.dispose_all()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    with database(request.param, tmp_path) as url:
+        yield url
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An MLP trained for a few epochs on digits (never modified by any test; trained once per session)."""
+    if "model" not in _TRAINED:
+        path = tmp_path_factory.mktemp("ledger-model") / "model.safetensors"
+        res = runner.invoke(app, ["train", "--epochs", "5", "--no-progress", "--out", str(path)])
+        assert res.exit_code == 0, res.output
+        _TRAINED["model"] = path
+    return _TRAINED["model"]
+
+
+@pytest.fixture(scope="module")
+def pool(checkpoint) -> list[int]:
+    """Every training-set index the model trained on (the train pool): those it classifies correctly first.
+
+    Tests forget correctly classified samples, so the proxy audit (forget accuracy close to test
+    accuracy) is not thrown off by samples the original model never got right.
+    """
+    import torch
+
+    from oblivio import load_checkpoint
+    from oblivio.pipeline import split_for_request
+    from oblivio.scenarios import RandomSubset
+
+    model, meta = load_checkpoint(checkpoint)
+    _, split = split_for_request(meta, RandomSubset(count=1))
+    idx = torch.as_tensor(split.pool_idx)
+    with torch.no_grad():
+        right = (model(split.x_train[idx]).argmax(1) == split.y_train[idx]).numpy()
+    return split.pool_idx[right].tolist() + split.pool_idx[~right].tolist()
+
+
+def cli(*args: str):
+    res = runner.invoke(app, list(args))
+    return res
+
+
+def ok(*args: str) -> str:
+    res = cli(*args)
+    assert res.exit_code == 0, (res.output, res.exception)
+    return res.output
+
+
+def oblivio_subprocess(*args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    full_env = os.environ | {"PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"} | (env or {})
+    return subprocess.Popen([sys.executable, "-c", "from oblivio.cli import main; main()", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def snapshot(path: Path) -> tuple[bytes, bytes]:
+    return path.read_bytes(), path.with_suffix(".json").read_bytes()
+
+
+def count(db: str, model) -> int:
+    with ledger_db.session_scope(db, write=False) as s:
+        return s.scalar(select(func.count()).select_from(model))
+
+
+def test_workflow_end_to_end_add_process_audit_export(db_url, checkpoint, pool, tmp_path):
+    a, b, c, d = pool[5], pool[17], pool[40], pool[1]
+    before = snapshot(checkpoint)
+    out_dir = tmp_path / "out"
+    assert "filed" in ok("requests", "add", "--ref", "T-1", "--checkpoint", str(checkpoint), "--indices", f"{a},{b},{c}",
+                         "--reason", "GDPR art. 17", "--db", db_url)
+    ok("requests", "add", "--ref", "T-2", "--checkpoint", str(checkpoint), "--indices", f"{c},{d}", "--db", db_url)
+    shown = json.loads(ok("requests", "show", "T-1", "--db", db_url))
+    assert shown["status"] == "received" and shown["sample_ids"] == [a, b, c] and len(shown["sample_hashes"]) == 3
+
+    output = ok("requests", "process", "--checkpoint", str(checkpoint), *FAST, "--out-dir", str(out_dir), "--db", db_url)
+    assert "closed" in output and "verdict" in output
+    assert snapshot(checkpoint) == before, "the input checkpoint must never change"
+    listing = json.loads(ok("requests", "list", "--json", "--db", db_url))
+    assert [(r["external_ref"], r["status"], r["run_id"]) for r in listing] == [("T-1", "closed", 1), ("T-2", "closed", 1)]
+    t1 = workflow.get_request("T-1", db=db_url)
+    assert [h["status"] for h in t1["history"]] == ["received", "scheduled", "unlearned", "audited", "closed"]
+    assert [h["at"] for h in t1["history"]] == sorted(h["at"] for h in t1["history"])
+
+    cert_path = tmp_path / "cert.json"
+    ok("requests", "export", "T-1", "--out", str(cert_path), "--db", db_url)
+    cert = json.loads(cert_path.read_text())
+    assert cert["format"] == workflow.CERTIFICATE_FORMAT
+    assert cert["request"]["external_ref"] == "T-1" and cert["request"]["reason"] == "GDPR art. 17"
+    assert cert["unlearning"]["method"] == "ga" and cert["unlearning"]["batch"] == ["T-1", "T-2"]
+    # what a third party checks: weight hashes of both files, sample hashes, split and audit files
+    after = Path(cert["model_after"]["checkpoint"])
+    assert after.parent == out_dir and after.name == "model.run-1.safetensors"
+    assert hashlib.sha256(after.read_bytes()).hexdigest() == cert["model_after"]["weights_sha256"]
+    assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == cert["model_before"]["weights_sha256"]
+    assert cert["model_after"]["parent_id"] == cert["model_before"]["id"] and cert["model_after"]["weights_changed"]
+    from oblivio import load_checkpoint
+    from oblivio.pipeline import split_for_checkpoint
+
+    _, meta = load_checkpoint(after)
+    _, split = split_for_checkpoint(meta)  # 'oblivio audit' can rebuild the batch's split from the sidecar
+    assert {a, b, c, d} <= set(split.forget_idx.tolist())
+    assert meta["split"]["hashes"] == cert["split"]["hashes"]
+    assert cert["samples"]["hashes"] == workflow.sample_hashes(split, [a, b, c])
+    for name, digest in cert["audit"]["report_sha256"].items():
+        assert hashlib.sha256((Path(cert["audit"]["report"]) / name).read_bytes()).hexdigest() == digest
+    assert set(cert["audit"]["metrics"]) == {"original", "unlearned"} and "UA" in cert["audit"]["metrics"]["unlearned"]
+    assert cert["audit"]["verdict"] in ("pass", "warn")
+
+    assert "no pending requests" in ok("requests", "process", "--checkpoint", str(after), *FAST, "--db", db_url)
+    res = cli("requests", "process", "--checkpoint", str(checkpoint), *FAST, "--db", db_url)
+    assert isinstance(res.exception, OblivioError) and "already unlearned into version 2" in str(res.exception)
+
+
+def test_filing_twice_is_idempotent_and_conflicts_are_refused(db_url, checkpoint, pool):
+    first, created = workflow.add_request(" REF-7 ", checkpoint=checkpoint, indices=[pool[3], pool[9]], db=db_url)
+    again, created_again = workflow.add_request("REF-7", checkpoint=checkpoint, indices=[pool[9], pool[3]], db=db_url)
+    assert created and not created_again and again["id"] == first["id"] and again["external_ref"] == "REF-7"
+    assert count(db_url, Request) == 1 and count(db_url, StatusChange) == 1
+    with pytest.raises(workflow.Conflict, match="already filed as request 1"):
+        workflow.add_request("REF-7", checkpoint=checkpoint, indices=[pool[3]], db=db_url)
+    by_hash, created = workflow.add_request("REF-7", model_sha256=first["model"]["weights_sha256"], indices=[pool[3], pool[9]], db=db_url)
+    assert not created and by_hash["id"] == first["id"]
+    assert count(db_url, ModelVersion) == 1
+
+
+def test_concurrent_adds_from_threads(db_url, checkpoint, pool):
+    workflow.register_model(checkpoint, db=db_url)
+    refs = [f"C-{i}" for i in range(6)] + ["C-same", "C-same", "C-same"]
+    results, errors = [], []
+
+    def add(ref: str, i: int) -> None:
+        try:
+            results.append(workflow.add_request(ref, checkpoint=checkpoint, indices=[pool[100 + (i if ref != "C-same" else 0)]], db=db_url))
+        except Exception as e:  # noqa: BLE001 - collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=add, args=(ref, i)) for i, ref in enumerate(refs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sum(created for _, created in results) == 7
+    assert len({r["id"] for r, _ in results if r["external_ref"] == "C-same"}) == 1
+    assert count(db_url, Request) == 7 and count(db_url, StatusChange) == 7
+
+
+def test_concurrent_adds_from_processes_on_a_fresh_database(db_url, checkpoint, pool):
+    """Several CLI processes at once, on a database nobody migrated yet: every request lands exactly once."""
+    procs = [oblivio_subprocess("requests", "add", "--ref", ref, "--checkpoint", str(checkpoint), "--indices", str(pool[i]),
+                                "--db", db_url) for i, ref in enumerate(["P-0", "P-1", "P-dup", "P-dup"], start=10)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    codes = [p.returncode for p in procs]
+    # the two P-dup filings carry different samples: one wins, the other is refused as a conflict
+    assert codes.count(0) == 3 and codes.count(2) == 1, outs
+    assert any("already filed as request" in o for o, _ in outs)
+    assert not any("Traceback" in o + e for o, e in outs)
+    assert count(db_url, Request) == 3 and count(db_url, ModelVersion) == 1
+
+
+@pytest.mark.parametrize("crash_at", ["unlearned", "commit"])
+def test_killed_process_leaves_a_consistent_ledger_and_a_rerun_finishes_it(db_url, checkpoint, pool, tmp_path, crash_at):
+    if crash_at == "unlearned" and db_url.startswith("postgresql"):
+        pytest.skip("the crash before the checkpoint is written is backend-independent; checked on SQLite")
+    before = snapshot(checkpoint)
+    for ref, idx in (("K-1", [pool[7], pool[8]]), ("K-2", [pool[300]])):
+        workflow.add_request(ref, checkpoint=checkpoint, indices=idx, db=db_url)
+    out_dir = tmp_path / "out"
+    proc = oblivio_subprocess("requests", "process", "--checkpoint", str(checkpoint), *FAST, "--out-dir", str(out_dir),
+                              "--db", db_url, env={workflow.CRASH_ENV: crash_at})
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert snapshot(checkpoint) == before
+    output = out_dir / "model.run-1.safetensors"
+    assert output.exists() == (crash_at == "commit")  # killed inside the final transaction: file written, nothing recorded
+    with ledger_db.session_scope(db_url, write=False) as s:
+        assert [(r.status, r.run_id) for r in s.scalars(select(Request).order_by(Request.id))] == [("scheduled", 1)] * 2
+        assert [r.status for r in s.scalars(select(UnlearningRun))] == ["scheduled"]
+        assert s.scalar(select(func.count()).select_from(ModelVersion)) == 1
+        assert [h.status for h in s.scalars(select(StatusChange).where(StatusChange.request_id == 1).order_by(StatusChange.id))] == ["received", "scheduled"]
+
+    messages: list[str] = []
+    workflow.add_request("K-3", checkpoint=checkpoint, indices=[pool[9]], db=db_url)  # filed after the crash: waits for the next run
+    run = workflow.process(checkpoint, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=out_dir, db=db_url, log=messages.append)
+    assert run["id"] == 1 and run["status"] == "closed" and run["requests"] == ["K-1", "K-2"]
+    assert any("resuming run 1" in m for m in messages)
+    assert any("reusing its complete checkpoint" in m for m in messages) == (crash_at == "commit")
+    assert snapshot(checkpoint) == before
+    statuses = {r["external_ref"]: r["status"] for r in workflow.list_requests(db=db_url)}
+    assert statuses == {"K-1": "closed", "K-2": "closed", "K-3": "received"}
+    history = [h["status"] for h in workflow.get_request("K-1", db=db_url)["history"]]
+    assert history == ["received", "scheduled", "unlearned", "audited", "closed"]
+    assert hashlib.sha256(output.read_bytes()).hexdigest() == workflow.certificate("K-2", db=db_url)["model_after"]["weights_sha256"]
+
+
+def test_one_scenario_per_batch_failed_audits_are_not_closed_and_can_be_retried(db_url, checkpoint, pool, tmp_path):
+    """Random and class requests go in separate batches; a batch whose audit fails is never reported done;
+    a retry with another method closes it, keeping the earlier batch's samples out of the retain set."""
+    workflow.add_request("R-1", checkpoint=checkpoint, indices=[pool[20], pool[21]], db=db_url)
+    workflow.add_request("C-1", checkpoint=checkpoint, scenario="class", classes=[3], db=db_url)
+    messages: list[str] = []
+    first = workflow.process(checkpoint, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db_url,
+                             log=messages.append)
+    assert first["requests"] == ["R-1"] and first["status"] == "closed"
+    assert any("wait for the next run" in m for m in messages)
+    after_first = Path(first["checkpoint"])
+
+    # a tiny gradient-ascent step does not remove a whole class: the audit fails and the request says so
+    second = workflow.process(after_first, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db_url)
+    assert second["requests"] == ["C-1"] and second["status"] == "failed" and second["verdict"] == "fail"
+    c1 = workflow.get_request("C-1", db=db_url)
+    assert c1["status"] == "failed" and "audit failed" in c1["error"]
+    with pytest.raises(OblivioError, match="issued only for closed requests"):
+        workflow.certificate("C-1", db=db_url)
+    assert workflow.process(after_first, method="dm", out_dir=tmp_path, db=db_url) is None  # failed is not pending
+
+    third = workflow.process(after_first, method="dm", options={"max_steps": 300}, out_dir=tmp_path, db=db_url,
+                             retry_failed=True)
+    assert third["requests"] == ["C-1"] and third["status"] == "closed", third
+    history = [h["status"] for h in workflow.get_request("C-1", db=db_url)["history"]]
+    assert history == ["received", "scheduled", "unlearned", "audited", "failed",
+                       "received", "scheduled", "unlearned", "audited", "closed"]
+    cert = workflow.certificate("C-1", db=db_url)
+    r1 = {pool[20], pool[21]}
+    assert cert["split"]["earlier_forgotten"] == 2
+    class3 = set(cert["samples"]["indices"])
+    expected_retain = len(pool) - len(class3 | r1)
+    assert cert["split"]["sizes"]["retain"] == expected_retain
+    assert cert["model_before"]["id"] == first["output_version"]
+
+
+def test_status_history_is_append_only(db_url, checkpoint, pool):
+    workflow.add_request("H-1", checkpoint=checkpoint, indices=[pool[1]], db=db_url)
+    for statement in ("UPDATE status_history SET status = 'closed'", "DELETE FROM status_history"):
+        with pytest.raises(Exception, match="append-only"):
+            with ledger_db.session_scope(db_url) as s:
+                s.execute(text(statement))
+    assert [h["status"] for h in workflow.get_request("H-1", db=db_url)["history"]] == ["received"]
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--indices", "99999"], "forget indices out of range [99999]"),
+        (["--indices", "a,b"], "--indices must be comma-separated integers"),
+        ([], "names its samples"),
+        (["--scenario", "class", "--classes", "12"], "unknown class 12"),
+        (["--scenario", "backdoor"], "needs a model trained with --backdoor"),
+        (["--scenario", "mystery", "--indices", "1"], "unknown scenario 'mystery'"),
+        (["--indices", "POOL0", "--ref", " "], "needs an external reference"),
+        (["--indices", "THIRD"], "held-out third-party pool"),
+    ],
+)
+def test_add_refuses_bad_input_with_one_clear_line(checkpoint, pool, tmp_path, args, message):
+    third = min(set(range(len(pool) + 200)) - set(pool))
+    args = [{"POOL0": str(pool[0]), "THIRD": str(third)}.get(a, a) for a in args]
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    res = cli("requests", "add", "--ref", "B-1", "--checkpoint", str(checkpoint), *args, "--db", db)
+    assert isinstance(res.exception, OblivioError) and message in str(res.exception), (res.output, res.exception)
+    assert count(db, Request) == 0
+
+
+def test_cli_errors_are_one_line_and_change_nothing(checkpoint, pool, tmp_path):
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    workflow.add_request("E-1", checkpoint=checkpoint, indices=[pool[1]], db=db)
+    in_process = [
+        (["requests", "process", "--checkpoint", str(checkpoint), "--set", "warp=2"], "has no option warp"),
+        (["requests", "export", "E-1"], "a certificate is issued only for closed requests"),
+        (["requests", "show", "E-404"], "no request with id or external reference"),
+        (["requests", "list", "--status", "done"], "unknown status 'done'"),
+    ]
+    for args, message in in_process:
+        res = cli(*args, "--db", db)
+        assert isinstance(res.exception, OblivioError) and message in str(res.exception), (args, res.output, res.exception)
+    # through the real entry point: exit status 2, one 'error:' line, no traceback
+    cases = [
+        (["requests", "add", "--ref", "E-2", "--checkpoint", str(checkpoint), "--indices=-5"], "out of range"),
+        (["requests", "process", "--checkpoint", str(checkpoint), "--method", "nope"], "unknown unlearning method 'nope'"),
+    ]
+    procs = [oblivio_subprocess(*args, "--db", db) for args, _ in cases]
+    for proc, (_, message) in zip(procs, cases):
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 2, out + err
+        assert out.startswith("error: ") and message in out and "Traceback" not in out + err
+    assert workflow.get_request("E-1", db=db)["status"] == "received" and count(db, UnlearningRun) == 0
+
+
+def test_db_url_resolution_and_migration_head(tmp_path, monkeypatch):
+    monkeypatch.delenv(ledger_db.DB_ENV, raising=False)
+    assert ledger_db.resolve_url() == "sqlite:///oblivio.db"
+    assert ledger_db.resolve_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
+    monkeypatch.setenv(ledger_db.DB_ENV, "sqlite:////elsewhere.db")
+    assert ledger_db.resolve_url() == "sqlite:////elsewhere.db"
+    with pytest.raises(OblivioError, match="unsupported database 'mysql'"):
+        ledger_db.resolve_url("mysql://u@h/db")
+    from alembic.script import ScriptDirectory
+
+    engine = ledger_db.get_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    assert ScriptDirectory.from_config(ledger_db.alembic_config(engine)).get_current_head() == ledger_db.HEAD
+    assert ledger_db.current_revision(engine) == ledger_db.HEAD
+    ledger_db.downgrade(engine, "base")  # downgrade works, and upgrading again restores the schema
+    assert ledger_db.current_revision(engine) is None
+    ledger_db.migrate(engine)
+    assert ledger_db.current_revision(engine) == ledger_db.HEAD
+    ledger_db.dispose_all()
