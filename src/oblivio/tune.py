@@ -151,6 +151,21 @@ class ModelCache:
         return self._trained(spec, split, split.retain, split.seed)
 
 
+def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_dir: str | Path,
+                       data: Dataset | None = None) -> str:
+    """Train (or find in ``cache_dir``) the original and retrained model of ``scenario``'s validation request.
+
+    Run once per scenario before tuning several methods in parallel, so that they do not all train
+    the same models at once. Returns the validation request's description.
+    """
+    data = data if data is not None else load_from_spec(cfg.dataset)
+    vsplit, described = validation_split(data, cfg, scenario, cfg.seeds[0] if seed is None else int(seed))
+    models = ModelCache(cfg, data, Store(Path(cache_dir)))
+    models.original(vsplit)
+    models.retrain(vsplit)
+    return described
+
+
 def search_space_of(method: str) -> Callable[[Any], dict[str, Any]]:
     """The ``search_space(trial)`` of a registered method (an error if it has nothing to tune)."""
     return type(get_method(method)).search_space
@@ -369,5 +384,5 @@ def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, An
     return dict(fixed or {}) | result.options
 
 
-__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "study_name", "tune", "tuned_options",
-           "validation_split"]
+__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "prepare_validation", "study_name", "tune",
+           "tuned_options", "validation_split"]
