@@ -69,6 +69,7 @@ class TuneResult:
     validation: str  # what the validation request is
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    default_number: int | None = None  # the trial that ran the defaults
 
     @property
     def options(self) -> dict[str, Any]:
@@ -311,11 +312,12 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["params"] == defaults and rows[0]["state"] == "COMPLETE" else None
+    first = next((r for r in rows if r["params"] == defaults and r["state"] == "COMPLETE"), None)
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
-                      trials=rows, seconds=time.perf_counter() - start)
+                      trials=rows, seconds=time.perf_counter() - start,
+                      default_number=None if first is None else first["number"])
 
 
 @dataclass(frozen=True)
