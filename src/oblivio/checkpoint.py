@@ -195,10 +195,14 @@ def _read_pair(path: Path) -> tuple[dict, bytes]:
     raise OblivioError(f"checkpoint {path} does not match its sidecar: the weights' SHA-256 differs")
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module | None = None, device: torch.device | str | None = None
+) -> tuple[nn.Module, dict]:
     """Load a checkpoint into ``model`` (or a fresh model of the sidecar's architecture); return (model, sidecar).
 
-    Refuses weights whose hash, keys or shapes do not match the sidecar or the model.
+    Weights are stored device-free; ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) moves the model
+    there after loading (None: the CPU, or where ``model`` is). Refuses weights whose hash, keys or
+    shapes do not match the sidecar or the model.
     """
     path = Path(path)
     if journal_path(path).exists():  # an interrupted commit: finish it when no writer holds the output
@@ -239,4 +243,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> 
         raise OblivioError(f"checkpoint {path} does not match the model ({meta.get('arch')}): {detail}")
     model.load_state_dict(state)
     model.eval()
+    if device is not None:
+        from .training import place
+
+        place(model, device)
     return model, meta

@@ -14,7 +14,8 @@ from ..pipeline import split_for_request
 from ..scenarios import ClassForget, RandomSubset, Scenario
 from ..training import evaluate
 from ..unlearning import unlearn
-from .app import StepLog, app, console, percent_table
+from ..device import check_amp, device_info, resolve_device, set_deterministic
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, StepLog, app, console, describe, percent_table
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -73,10 +74,17 @@ def forget(
     indices: Optional[str] = typer.Option(None, help="random scenario: training-set indices to forget, e.g. 1,2,3"),
     seed: int = typer.Option(0, help="seed of the unlearning run"),
     set_: list[str] = typer.Option([], "--set", help="method option key=value (repeatable), e.g. --set lr=1e-4"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    amp: Optional[str] = typer.Option(None, help=AMP_HELP),
+    deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
     if checkpoint.is_dir():
         raise OblivioError(f"--checkpoint {checkpoint} is a directory; give the .safetensors file written by oblivio")
+    dev = resolve_device(device)
+    check_amp(amp)
+    if deterministic:
+        set_deterministic(True)
     if out.suffix != ".safetensors":
         raise OblivioError(f"--out must end in .safetensors, got {out.name}")
     if out.resolve() == checkpoint.resolve():
@@ -88,12 +96,12 @@ def forget(
     log = StepLog()
     with checkpoint_lock(out):  # a second writer of the same --out fails here, before any work
         log.step(f"loading {checkpoint}")
-        model, meta = load_checkpoint(checkpoint)
+        model, meta = load_checkpoint(checkpoint, device=dev)
         log.step("rebuilding the training data and the forget split")
         _, split = split_for_request(meta, request)
         log.step(f"unlearning with {method!r}: forget {len(split.forget)} samples ({split.sizes()})")
         with log.waiting(f"running {method}"):
-            result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, **options)
+            result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
         log.step(f"verified: {result.info.get('verified')}")
         record = {
             "method": result.method,
@@ -101,6 +109,9 @@ def forget(
             "seconds": result.seconds,
             "info": json_safe(result.info),
             "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
+            "device": device_info(dev),
+            "amp": amp,
+            "deterministic": deterministic,
         }
         log.step(f"writing {out}")
         save_checkpoint(
@@ -112,8 +123,10 @@ def forget(
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
-                     if k not in ("verified", "nothing_to_forget", "reason"))
-    console.print(f"{result.method}: {result.seconds:.2f} s" + (f"; {info}" if info else ""))
+                     if k not in ("verified", "nothing_to_forget", "reason", "warnings"))
+    console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}" + (f"; {info}" if info else ""))
+    for warning in result.info.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if result.info.get("nothing_to_forget"):
         console.print(f"[bold yellow]{result.info['verified']}[/]; the model is unchanged", highlight=False)
     else:
