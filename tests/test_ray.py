@@ -3,6 +3,7 @@ across modes; failed tasks and cells are reported while the rest goes on."""
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -87,6 +88,22 @@ def test_resume_across_modes(both_runs, local_ray, monkeypatch):
     monkeypatch.setattr(runner, "train", refuse)
     back = run_benchmark(cfg, root / "ray", progress=False)  # and a serial run resumes a Ray one
     assert back.header["cells_computed"] == 0 and _numbers(back.runs) == _numbers(serial.runs)
+
+
+def test_cached_cells_need_no_original_model(both_runs, tmp_path, monkeypatch):
+    """Resuming a run whose models were deleted (cells kept) neither retrains nor loads any model."""
+    cfg, root, serial, _ = both_runs
+    shutil.copytree(root / "ray", tmp_path / "out")
+    shutil.rmtree(tmp_path / "out" / "models")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was rebuilt although every cell is cached")
+
+    monkeypatch.setattr(runner, "unlearn", refuse)
+    monkeypatch.setattr(runner, "train", refuse)
+    again = run_benchmark(cfg, tmp_path / "out", progress=False)
+    assert again.header["cells_computed"] == 0 and _numbers(again.runs) == _numbers(serial.runs)
+    assert not (tmp_path / "out" / "models").exists()
 
 
 def test_failed_cell_on_a_worker_is_reported_and_the_grid_goes_on(local_ray, tmp_path):
