@@ -24,6 +24,7 @@ the same trials, interrupted or not.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -38,11 +39,12 @@ from . import __version__
 from .bench.config import BenchConfig, load_config, stable_hash
 from .bench.store import Store, code_hash, method_code_hash
 from .data import Dataset, load_from_spec
+from .device import resolve_device
 from .errors import OblivioError
 from .methods import get_method
 from .parallel import Executor, SerialExecutor, Task, TaskFailed
 from .scenarios import Backdoor, ClassForget, RandomSubset, Split, make_split
-from .training import train
+from .training import place, train
 from .unlearning import unlearn
 
 VALIDATION_SEED_OFFSET = 1_000_003  # backdoor validation requests use another split seed
@@ -122,18 +124,22 @@ class ModelCache:
 
     def __init__(self, cfg: BenchConfig, data: Dataset, store: Store):
         self.cfg, self.data, self.store = cfg, data, store
+        self.device = resolve_device(cfg.device)
         self.base = cfg.base_spec() | {"oblivio": __version__}
+        if self.device.type != "cpu":  # as the benchmark runner keys its models
+            self.base |= {"device": self.device.type, "deterministic": cfg.deterministic}
 
     def _trained(self, spec: dict, split: Split, train_set, seed: int) -> nn.Module:
         def build() -> tuple[nn.Module, dict]:
-            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed),
+                                   device=self.device)
             return model, {"seconds": history.seconds}
 
         info = self.data.info
         model, _ = self.store.model(Store.key(self.base | spec), build, arch=self.cfg.model,
                                     input_shape=info.input_shape, num_classes=info.num_classes, dataset=info.name,
                                     seed=seed)
-        return model
+        return place(model, self.device)
 
     def original(self, split: Split) -> nn.Module:
         poison = asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None
@@ -217,6 +223,7 @@ def tune(
     data: Dataset | None = None,
     progress: Callable[[dict], None] | None = None,
     executor: Executor | None = None,
+    device: str | None = None,
 ) -> TuneResult:
     """Tune ``method``'s options for ``scenario`` of a benchmark config with a budget of ``trials`` trials.
 
@@ -227,6 +234,9 @@ def tune(
     """
     optuna = _optuna()
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
+    if device is not None:  # overrides the config's device key
+        cfg = dataclasses.replace(cfg, device=device)
+    resolve_device(cfg.device)
     if trials < 1:
         raise OblivioError(f"tune: trials must be at least 1, got {trials}")
     if method in ("retrain",):
@@ -257,8 +267,9 @@ def tune(
             models = ModelCache(cfg, data, Store(cache))
             models.original(vsplit)  # into the cache, for every trial to load
             gold = measure(models.retrain(vsplit), vsplit, seed=vsplit.seed)
-            if not s.trials:
-                s.enqueue_trial(defaults)  # trial 0: the method's defaults
+            if not done and not any(t.state.name == "WAITING" for t in s.trials):
+                # the first trial: the method's defaults (again if a killed run left it RUNNING)
+                s.enqueue_trial(defaults)
             run = _TrialRun(cfg, method, scenario, seed, fixed, storage, name, str(cache),
                             {k: float(v) for k, v in gold.items()}, max(3, min(10, trials // 3)), uuid.uuid4().hex)
             executor = executor or SerialExecutor()
@@ -285,7 +296,7 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["number"] == 0 and rows[0]["state"] == "COMPLETE" else None
+    first = rows[0] if rows and rows[0]["params"] == defaults and rows[0]["state"] == "COMPLETE" else None
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
@@ -332,6 +343,7 @@ def _one_trial(run: _TrialRun, data: Dataset) -> dict:
         trial.set_user_attr("options", {k: v for k, v in params.items()})
         try:
             result = unlearn(original, split=vsplit, method=run.method, arch=run.cfg.model, seed=vsplit.seed,
+                             device=resolve_device(run.cfg.device), amp=run.cfg.amp,
                              **(run.fixed | params))
             metrics = measure(result.model, vsplit, seed=vsplit.seed)
         except OblivioError as e:
