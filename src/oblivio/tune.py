@@ -69,6 +69,7 @@ class TuneResult:
     validation: str  # what the validation request is
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    default_number: int | None = None  # the trial that ran the defaults
 
     @property
     def options(self) -> dict[str, Any]:
@@ -149,6 +150,21 @@ class ModelCache:
         spec = {"role": "retrain", "validation": True, "scenario_spec": asdict(split.scenario),
                 "forget": split.hashes()["forget"], "seed": split.seed}
         return self._trained(spec, split, split.retain, split.seed)
+
+
+def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_dir: str | Path,
+                       data: Dataset | None = None) -> str:
+    """Train (or find in ``cache_dir``) the original and retrained model of ``scenario``'s validation request.
+
+    Run once per scenario before tuning several methods in parallel, so that they do not all train
+    the same models at once. Returns the validation request's description.
+    """
+    data = data if data is not None else load_from_spec(cfg.dataset)
+    vsplit, described = validation_split(data, cfg, scenario, cfg.seeds[0] if seed is None else int(seed))
+    models = ModelCache(cfg, data, Store(Path(cache_dir)))
+    models.original(vsplit)
+    models.retrain(vsplit)
+    return described
 
 
 def search_space_of(method: str) -> Callable[[Any], dict[str, Any]]:
@@ -296,11 +312,12 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["params"] == defaults and rows[0]["state"] == "COMPLETE" else None
+    first = next((r for r in rows if r["params"] == defaults and r["state"] == "COMPLETE"), None)
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
-                      trials=rows, seconds=time.perf_counter() - start)
+                      trials=rows, seconds=time.perf_counter() - start,
+                      default_number=None if first is None else first["number"])
 
 
 @dataclass(frozen=True)
@@ -369,5 +386,5 @@ def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, An
     return dict(fixed or {}) | result.options
 
 
-__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "study_name", "tune", "tuned_options",
-           "validation_split"]
+__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "prepare_validation", "study_name", "tune",
+           "tuned_options", "validation_split"]

@@ -432,6 +432,15 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     return tuned_options(result, cfg.methods[method]), record
 
 
+def _prepare_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str) -> str:
+    """Train (or load) the original and retrain of ``scenario``'s validation request into ``out``."""
+    from ..tune import prepare_validation
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return prepare_validation(cfg, scenario, cfg.tune.seed, Path(out), data)
+
+
 def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
               bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
@@ -446,6 +455,9 @@ def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
     open_storage(storage_url(out / "tune.db"))  # create the tables here, not in several workers at once
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
+    # the validation requests' models first (one task per scenario), so parallel tunings share them
+    executor.map(_prepare_one, [Task((cfg, data, str(out.resolve()), name)) for name in cfg.scenarios],
+                 **_resources(cfg, executor))
     results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
                            **_resources(cfg, executor))
     tuned, records, errors = {}, [], {}
