@@ -289,7 +289,7 @@ class DistributionMatching(Unlearner):
         stopped_by = "already_matched" if matched(distance, share) else "budget"
         opt = make_optimizer(model.parameters(), c.optimizer, c.lr) if stopped_by == "budget" else None
         quantile = by_sample or c.mass_objective == "quantile"
-        anchor = copy.deepcopy(model).eval() if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
+        anchor = copy.deepcopy(model) if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
         while stopped_by == "budget" and steps < c.max_steps:
             model.train()
             (xf, yf), (xt, yt) = next(forget_it), next(third_it)
@@ -309,8 +309,8 @@ class DistributionMatching(Unlearner):
                 mt = forget_label_mass(logits[nf : nf + nt].softmax(1), yt.to(dev), excluded_dev).detach()
                 loss = c.match_weight * mmd2(mf[:, None], mt[:, None], tuple(c.bandwidths))
             if anchor is not None:  # everything but the forget set keeps the original's outputs
-                with torch.no_grad():
-                    kept = anchor(torch.cat(parts[1:]).to(dev)).log_softmax(1)
+                with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
+                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].log_softmax(1)
                 loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept, log_target=True,
                                                          reduction="batchmean")
             if use_retain:
