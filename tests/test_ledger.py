@@ -159,7 +159,7 @@ def test_workflow_end_to_end_add_process_audit_export(db_url, checkpoint, pool, 
     assert after.parent == out_dir and after.name == "model.run-1.safetensors"
     assert hashlib.sha256(after.read_bytes()).hexdigest() == cert["model_after"]["weights_sha256"]
     assert hashlib.sha256(checkpoint.read_bytes()).hexdigest() == cert["model_before"]["weights_sha256"]
-    assert cert["model_after"]["parent_id"] == cert["model_before"]["id"]
+    assert cert["model_after"]["parent_id"] == cert["model_before"]["id"] and cert["model_after"]["weights_changed"]
     from oblivio import load_checkpoint
     from oblivio.pipeline import split_for_checkpoint
 
@@ -258,6 +258,42 @@ def test_killed_process_leaves_a_consistent_ledger_and_a_rerun_finishes_it(db_ur
     history = [h["status"] for h in workflow.get_request("K-1", db=db_url)["history"]]
     assert history == ["received", "scheduled", "unlearned", "audited", "closed"]
     assert hashlib.sha256(output.read_bytes()).hexdigest() == workflow.certificate("K-2", db=db_url)["model_after"]["weights_sha256"]
+
+
+def test_one_scenario_per_batch_failed_audits_are_not_closed_and_can_be_retried(db_url, checkpoint, pool, tmp_path):
+    """Random and class requests go in separate batches; a batch whose audit fails is never reported done;
+    a retry with another method closes it, keeping the earlier batch's samples out of the retain set."""
+    workflow.add_request("R-1", checkpoint=checkpoint, indices=[pool[20], pool[21]], db=db_url)
+    workflow.add_request("C-1", checkpoint=checkpoint, scenario="class", classes=[3], db=db_url)
+    messages: list[str] = []
+    first = workflow.process(checkpoint, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db_url,
+                             log=messages.append)
+    assert first["requests"] == ["R-1"] and first["status"] == "closed"
+    assert any("wait for the next run" in m for m in messages)
+    after_first = Path(first["checkpoint"])
+
+    # a tiny gradient-ascent step does not remove a whole class: the audit fails and the request says so
+    second = workflow.process(after_first, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db_url)
+    assert second["requests"] == ["C-1"] and second["status"] == "failed" and second["verdict"] == "fail"
+    c1 = workflow.get_request("C-1", db=db_url)
+    assert c1["status"] == "failed" and "audit failed" in c1["error"]
+    with pytest.raises(OblivioError, match="issued only for closed requests"):
+        workflow.certificate("C-1", db=db_url)
+    assert workflow.process(after_first, method="dm", out_dir=tmp_path, db=db_url) is None  # failed is not pending
+
+    third = workflow.process(after_first, method="dm", options={"max_steps": 300}, out_dir=tmp_path, db=db_url,
+                             retry_failed=True)
+    assert third["requests"] == ["C-1"] and third["status"] == "closed", third
+    history = [h["status"] for h in workflow.get_request("C-1", db=db_url)["history"]]
+    assert history == ["received", "scheduled", "unlearned", "audited", "failed",
+                       "received", "scheduled", "unlearned", "audited", "closed"]
+    cert = workflow.certificate("C-1", db=db_url)
+    r1 = {pool[20], pool[21]}
+    assert cert["split"]["earlier_forgotten"] == 2
+    class3 = set(cert["samples"]["indices"])
+    expected_retain = len(pool) - len(class3 | r1)
+    assert cert["split"]["sizes"]["retain"] == expected_retain
+    assert cert["model_before"]["id"] == first["output_version"]
 
 
 def test_status_history_is_append_only(db_url, checkpoint, pool):

@@ -130,3 +130,29 @@ def test_bench_tune_config_is_validated():
         parse_config(TINY | {"tune": {"trials": 0}})
     with pytest.raises(OblivioError, match="unknown tune option"):
         parse_config(TINY | {"tune": {"budget": 3}})
+
+
+def test_bench_reports_a_failed_tuning_and_goes_on(tmp_path, monkeypatch):
+    import oblivio.tune
+
+    def broken(*args, **kwargs):
+        raise OblivioError("every trial failed")
+
+    monkeypatch.setattr(oblivio.tune, "tune", broken)
+    doc = TINY | {"scenarios": {"class": {"classes": [3]}}, "methods": ["ga"], "tune": {"trials": 2}}
+    result = run_benchmark(parse_config(doc), tmp_path / "out", progress=False)
+    assert [(r["method"], r["error"]) for r in result.errors] == [("ga (tuned, 2 trials)", "tuning failed: every trial failed")]
+    assert "failed: every trial failed" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_trial_left_running_by_a_killed_run_does_not_lose_the_defaults(cfg, data, tmp_path):
+    import optuna
+
+    from oblivio.tune import study_name
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    stale = optuna.create_study(study_name=study_name(cfg, "ga", "class", 0, {}), storage=storage)
+    stale.ask()  # RUNNING forever: its process was killed
+    result = tune(cfg, "ga", "class", 2, study=tmp_path / "study.db", data=data)
+    assert result.ran == 2 and result.trials[0]["params"] == default_params("ga")
+    assert result.default_value == result.trials[0]["value"]

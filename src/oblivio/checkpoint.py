@@ -106,10 +106,14 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     return meta
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: str | os.PathLike, model: nn.Module | None = None, device: torch.device | str | None = None
+) -> tuple[nn.Module, dict]:
     """Load a checkpoint into ``model`` (or a fresh model of the sidecar's architecture); return (model, sidecar).
 
-    Refuses weights whose hash, keys or shapes do not match the sidecar or the model.
+    Weights are stored device-free; ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) moves the model
+    there after loading (None: the CPU, or where ``model`` is). Refuses weights whose hash, keys or
+    shapes do not match the sidecar or the model.
     """
     meta = read_sidecar(path)
     if _sha256(Path(path)) != meta["weights_sha256"]:
@@ -139,4 +143,8 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> 
         raise OblivioError(f"checkpoint {path} does not match the model ({meta.get('arch')}): {detail}")
     model.load_state_dict(state)
     model.eval()
+    if device is not None:
+        from .training import place
+
+        place(model, device)
     return model, meta

@@ -26,18 +26,35 @@ class MLP(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    """LeNet-like: two 3x3 conv blocks (32, 64 channels) with pooling, then two linear layers."""
+    """LeNet-like: two 3x3 conv blocks (32, 64 channels) with BatchNorm and pooling, then two linear layers.
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 32):
+    BatchNorm after each convolution (``batchnorm=True``, the default) speeds up the early epochs on
+    un-normalised [0, 1] images and generalises a little better; ``batchnorm=False`` is the earlier
+    plain net. Measured on seed 0's 2,700-image Fashion-MNIST pool (one-cycle SGD, train accuracy in
+    eval mode): 430 steps (10 epochs, batch 64, lr 0.05, wd 5e-4) 89.9% vs 79.9% plain; 860 steps
+    95.9% vs 86.2%. What made originals memorise was the recipe, not the layer: 2,550 steps (30
+    epochs, batch 32, lr 0.1, no weight decay) give 99.7% (test 86.3%) vs 99.4% plain (test 84.0%).
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 32, batchnorm: bool = True):
         super().__init__()
         c, h, w = input_shape
+
+        def norm(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+
         self.features = nn.Sequential(
-            nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2) if min(h, w) >= 8 else nn.Identity(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2) if min(h, w) >= 4 else nn.Identity(),
+            nn.Conv2d(c, width, 3, padding=1), norm(width), nn.ReLU(),
+            nn.MaxPool2d(2) if min(h, w) >= 8 else nn.Identity(),
+            nn.Conv2d(width, 2 * width, 3, padding=1), norm(2 * width), nn.ReLU(),
+            nn.MaxPool2d(2) if min(h, w) >= 4 else nn.Identity(),
             nn.AdaptiveAvgPool2d((4, 4) if min(h, w) >= 16 else (2, 2)),
         )
+        was = self.training
+        self.eval()  # probe the feature size without touching BatchNorm statistics
         with torch.no_grad():
             d = self.features(torch.zeros(1, c, h, w)).numel()
+        self.train(was)
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

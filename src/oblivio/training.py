@@ -11,9 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset as TorchDataset
+from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
+from .batching import DeviceData, tensors_of
+from .device import autocast, check_amp, resolve_device
 from .errors import OblivioError
 from .models import build_model, check_compatible
 
@@ -26,7 +28,19 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device("auto")
+
+
+def place(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    """Move ``model`` (in place) to ``device`` (None: leave it where it is); convolutional models on
+    CUDA use the channels-last memory format (faster cuDNN kernels, same numbers up to rounding)."""
+    if device is None:
+        return model
+    dev = resolve_device(device)
+    model.to(dev)
+    if dev.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()):
+        model.to(memory_format=torch.channels_last)
+    return model
 
 
 @dataclass
@@ -41,8 +55,10 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     progress: bool = False
+    amp: str | None = None  # None (full precision) or "bf16" (autocast on the training device)
 
     def __post_init__(self) -> None:
+        self.amp = check_amp(self.amp)
         if self.optimizer not in ("sgd", "adam"):
             raise OblivioError(f"unknown optimizer {self.optimizer!r}; choose sgd or adam")
         if self.epochs <= 0 or self.batch_size <= 0 or self.lr <= 0:
@@ -69,18 +85,6 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mome
     raise OblivioError(f"unknown optimizer {name!r}; choose sgd or adam")
 
 
-def loader(data: TorchDataset, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
-
-
-def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
-    if hasattr(data, "tensors"):
-        return data.tensors[0], data.tensors[1]
-    xs, ys = zip(*(data[i] for i in range(len(data))))
-    return torch.stack(xs), torch.as_tensor(ys)
-
-
 def dataset_shape(data: TorchDataset) -> tuple[tuple[int, ...], torch.Tensor]:
     """(input shape, labels) of a dataset."""
     x, y = tensors_of(data)
@@ -97,11 +101,15 @@ def train(
     data: TorchDataset,
     num_classes: int | None = None,
     config: TrainConfig | None = None,
+    *,
+    device: torch.device | str | None = "auto",
     **overrides,
 ) -> tuple[nn.Module, History]:
     """Train ``model`` (an ``nn.Module`` or a registered name) on ``data`` with cross-entropy.
 
-    Returns the trained model and its history. Keyword overrides update ``config``.
+    Returns the trained model (on ``device``: ``auto`` = CUDA when present; None = where the module
+    already is) and its history. Keyword overrides update ``config``. Batches are sliced from
+    tensors kept on the device (see ``batching``), in a DataLoader's seeded order.
     """
     config = config or TrainConfig()
     if overrides:
@@ -113,8 +121,10 @@ def train(
     gen = seed_everything(config.seed)
     if isinstance(model, str):
         model = build_model(model, shape, k, seed=config.seed)
+    place(model, device)
     check_compatible(model, shape, k)
-    device = next(model.parameters()).device
+    dev = next(model.parameters()).device
+    batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
     steps = config.epochs * math.ceil(len(data) / config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps) if config.optimizer == "sgd" else None
@@ -122,29 +132,30 @@ def train(
     start = time.perf_counter()
     model.train()
     for epoch in tqdm(range(config.epochs), desc="train", disable=not config.progress, unit="epoch"):
-        total, correct, loss_sum = 0, 0, 0.0
-        for x, y in loader(data, config.batch_size, shuffle=True, generator=gen):
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            check_finite(loss, f"training epoch {epoch + 1}")
+        loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
+        correct = torch.zeros((), device=dev, dtype=torch.int64)
+        for x, y in batches.epoch(config.batch_size, gen):
+            with autocast(dev, config.amp):
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad()
             loss.backward()
             opt.step()
             if sched is not None:
                 sched.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
-            total += len(y)
-        history.loss.append(loss_sum / total)
-        history.accuracy.append(correct / total)
+            loss_sum += loss.detach().double() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+        check_finite(loss_sum, f"training epoch {epoch + 1}")  # one sync per epoch; NaN in any step shows here
+        history.loss.append(loss_sum.item() / len(batches))
+        history.accuracy.append(correct.item() / len(batches))
     history.seconds = time.perf_counter() - start
     model.eval()
     return model, history
 
 
 def retrain(
-    arch: str | nn.Module, retain: TorchDataset, num_classes: int, config: TrainConfig | None = None, **overrides
+    arch: str | nn.Module, retain: TorchDataset, num_classes: int, config: TrainConfig | None = None, *,
+    device: torch.device | str | None = "auto", **overrides
 ) -> tuple[nn.Module, History]:
     """The gold standard: train a fresh model (same architecture and seed) on the retain set only.
 
@@ -152,7 +163,7 @@ def retrain(
     """
     if isinstance(arch, nn.Module):
         arch = fresh_copy(arch, (config or TrainConfig()).seed)
-    return train(arch, retain, num_classes, config, **overrides)
+    return train(arch, retain, num_classes, config, device=device, **overrides)
 
 
 def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
@@ -167,18 +178,16 @@ def fresh_copy(model: nn.Module, seed: int) -> nn.Module:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: TorchDataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels of ``model`` on ``data``, in order, in eval mode."""
+    """Logits (float32, on the CPU) and labels of ``model`` on ``data``, in order, in eval mode, on the model's device."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    outs, ys = [], []
-    for x, y in loader(data, batch_size):
-        outs.append(model(x.to(device)).float().cpu())
-        ys.append(y)
-    model.train(was_training)
-    if not outs:
+    if len(data) == 0:
         raise OblivioError("cannot evaluate on an empty dataset")
-    return torch.cat(outs), torch.cat(ys)
+    batches = DeviceData(data, device)
+    outs = [model(x).float() for x, _ in batches.epoch(max(batch_size, 1))]
+    model.train(was_training)
+    return torch.cat(outs).cpu(), batches.y.cpu()
 
 
 def accuracy(model: nn.Module, data: TorchDataset, batch_size: int = 512) -> float:

@@ -24,6 +24,7 @@ the same trials, interrupted or not.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -38,11 +39,12 @@ from . import __version__
 from .bench.config import BenchConfig, load_config, stable_hash
 from .bench.store import Store, code_hash, method_code_hash
 from .data import Dataset, load_from_spec
+from .device import resolve_device
 from .errors import OblivioError
 from .methods import get_method
 from .parallel import Executor, SerialExecutor, Task, TaskFailed
 from .scenarios import Backdoor, ClassForget, RandomSubset, Split, make_split
-from .training import train
+from .training import place, train
 from .unlearning import unlearn
 
 VALIDATION_SEED_OFFSET = 1_000_003  # backdoor validation requests use another split seed
@@ -67,6 +69,7 @@ class TuneResult:
     validation: str  # what the validation request is
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    default_number: int | None = None  # the trial that ran the defaults
 
     @property
     def options(self) -> dict[str, Any]:
@@ -122,18 +125,22 @@ class ModelCache:
 
     def __init__(self, cfg: BenchConfig, data: Dataset, store: Store):
         self.cfg, self.data, self.store = cfg, data, store
+        self.device = resolve_device(cfg.device)
         self.base = cfg.base_spec() | {"oblivio": __version__}
+        if self.device.type != "cpu":  # as the benchmark runner keys its models
+            self.base |= {"device": self.device.type, "deterministic": cfg.deterministic}
 
     def _trained(self, spec: dict, split: Split, train_set, seed: int) -> nn.Module:
         def build() -> tuple[nn.Module, dict]:
-            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed),
+                                   device=self.device)
             return model, {"seconds": history.seconds}
 
         info = self.data.info
         model, _ = self.store.model(Store.key(self.base | spec), build, arch=self.cfg.model,
                                     input_shape=info.input_shape, num_classes=info.num_classes, dataset=info.name,
                                     seed=seed)
-        return model
+        return place(model, self.device)
 
     def original(self, split: Split) -> nn.Module:
         poison = asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None
@@ -143,6 +150,21 @@ class ModelCache:
         spec = {"role": "retrain", "validation": True, "scenario_spec": asdict(split.scenario),
                 "forget": split.hashes()["forget"], "seed": split.seed}
         return self._trained(spec, split, split.retain, split.seed)
+
+
+def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_dir: str | Path,
+                       data: Dataset | None = None) -> str:
+    """Train (or find in ``cache_dir``) the original and retrained model of ``scenario``'s validation request.
+
+    Run once per scenario before tuning several methods in parallel, so that they do not all train
+    the same models at once. Returns the validation request's description.
+    """
+    data = data if data is not None else load_from_spec(cfg.dataset)
+    vsplit, described = validation_split(data, cfg, scenario, cfg.seeds[0] if seed is None else int(seed))
+    models = ModelCache(cfg, data, Store(Path(cache_dir)))
+    models.original(vsplit)
+    models.retrain(vsplit)
+    return described
 
 
 def search_space_of(method: str) -> Callable[[Any], dict[str, Any]]:
@@ -186,6 +208,11 @@ def _storage(study: str | Path) -> str:
     return f"sqlite:///{path}"
 
 
+def storage_url(study: str | Path) -> str:
+    """The Optuna storage URL of ``study``: a URL as given, or ``sqlite:///`` + the absolute path of a file."""
+    return _storage(study)
+
+
 def open_storage(url: str):
     """The Optuna storage for ``url``; SQLite waits up to 2 minutes for a lock, so parallel workers can share a file."""
     optuna = _optuna()
@@ -212,6 +239,7 @@ def tune(
     data: Dataset | None = None,
     progress: Callable[[dict], None] | None = None,
     executor: Executor | None = None,
+    device: str | None = None,
 ) -> TuneResult:
     """Tune ``method``'s options for ``scenario`` of a benchmark config with a budget of ``trials`` trials.
 
@@ -222,6 +250,9 @@ def tune(
     """
     optuna = _optuna()
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
+    if device is not None:  # overrides the config's device key
+        cfg = dataclasses.replace(cfg, device=device)
+    resolve_device(cfg.device)
     if trials < 1:
         raise OblivioError(f"tune: trials must be at least 1, got {trials}")
     if method in ("retrain",):
@@ -252,8 +283,9 @@ def tune(
             models = ModelCache(cfg, data, Store(cache))
             models.original(vsplit)  # into the cache, for every trial to load
             gold = measure(models.retrain(vsplit), vsplit, seed=vsplit.seed)
-            if not s.trials:
-                s.enqueue_trial(defaults)  # trial 0: the method's defaults
+            if not done and not any(t.state.name == "WAITING" for t in s.trials):
+                # the first trial: the method's defaults (again if a killed run left it RUNNING)
+                s.enqueue_trial(defaults)
             run = _TrialRun(cfg, method, scenario, seed, fixed, storage, name, str(cache),
                             {k: float(v) for k, v in gold.items()}, max(3, min(10, trials // 3)), uuid.uuid4().hex)
             executor = executor or SerialExecutor()
@@ -280,11 +312,12 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["number"] == 0 and rows[0]["state"] == "COMPLETE" else None
+    first = next((r for r in rows if r["params"] == defaults and r["state"] == "COMPLETE"), None)
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
-                      trials=rows, seconds=time.perf_counter() - start)
+                      trials=rows, seconds=time.perf_counter() - start,
+                      default_number=None if first is None else first["number"])
 
 
 @dataclass(frozen=True)
@@ -327,6 +360,7 @@ def _one_trial(run: _TrialRun, data: Dataset) -> dict:
         trial.set_user_attr("options", {k: v for k, v in params.items()})
         try:
             result = unlearn(original, split=vsplit, method=run.method, arch=run.cfg.model, seed=vsplit.seed,
+                             device=resolve_device(run.cfg.device), amp=run.cfg.amp,
                              **(run.fixed | params))
             metrics = measure(result.model, vsplit, seed=vsplit.seed)
         except OblivioError as e:
@@ -352,5 +386,5 @@ def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, An
     return dict(fixed or {}) | result.options
 
 
-__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "study_name", "tune", "tuned_options",
-           "validation_split"]
+__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "prepare_validation", "study_name", "tune",
+           "tuned_options", "validation_split"]

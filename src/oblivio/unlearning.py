@@ -1,6 +1,7 @@
 """``unlearn``: the one public call that checks the request and runs a registered method."""
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Any
 
@@ -8,10 +9,11 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
+from .device import check_amp, resolve_device
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
 from .models import check_compatible
-from .training import dataset_shape, tensors_of
+from .training import dataset_shape, place, tensors_of
 
 
 def _sample_hashes(data: TorchDataset) -> set[bytes]:
@@ -97,12 +99,16 @@ def unlearn(
     arch: str | None = None,
     seed: int = 0,
     config: Any = None,
+    device: torch.device | str | None = "auto",
+    amp: str | None = None,
     **options: Any,
 ) -> UnlearnResult:
     """Make ``model`` forget ``forget`` with ``method``; returns a new model and run info.
 
     Pass the sets directly, or ``split=`` a ``Split`` to take all of them (and the scenario's
     forgotten classes / backdoor target) from it. Extra keyword options set the method's config.
+    The method runs on ``device`` (``auto`` = CUDA when present; None = where ``model`` is; the input
+    model is never moved) and the result lives there; ``amp="bf16"`` runs it under bf16 autocast.
     """
     if split is not None:
         forget = split.forget if forget is None else forget
@@ -114,6 +120,11 @@ def unlearn(
     if forget is None or len(forget) == 0:
         raise OblivioError("empty forget set: nothing to unlearn")
     unlearner = get_method(method, config, **options)
+    amp = check_amp(amp)
+    if device is not None:
+        dev = resolve_device(device)
+        if next(model.parameters()).device != dev:
+            model = place(copy.deepcopy(model), dev)
     if num_classes is None:
         num_classes = infer_num_classes(model, forget)
     check_request(model, forget, retain, third_party, num_classes, forget_classes, backdoor_target)
@@ -129,7 +140,7 @@ def unlearn(
     )
     torch.manual_seed(seed)
     try:
-        return unlearner.unlearn(model, data)
+        return unlearner.unlearn(model, data, amp=amp)
     except OblivioError as e:
         msg = str(e) if repr(unlearner.name) in str(e) else f"method {unlearner.name!r}: {e}"
         raise OblivioError(msg if "original model" in msg else f"{msg}; the original model is kept") from None

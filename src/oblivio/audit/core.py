@@ -1,6 +1,7 @@
 """``audit``: every measure for an unlearned model, against the original and a retrained model."""
 from __future__ import annotations
 
+import copy
 import os
 import platform
 from dataclasses import dataclass, field
@@ -8,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, model_hash, read_sidecar
+from ..device import resolve_device
 from ..errors import OblivioError
 from ..parallel import Executor
 from ..scenarios import Split
+from ..training import place
 from .lira import LiraConfig, lira_attack, shadow_config_for, train_shadows
 from .metrics import (
     METRIC_KEYS,
@@ -105,6 +109,7 @@ def audit(
     seed: int = 0,
     lira_config: LiraConfig | None = None,
     method: dict | None = None,
+    device: torch.device | str | None = None,
     executor: Executor | None = None,
 ) -> AuditResult:
     """Audit an unlearned ``model`` on ``split`` against the ``original`` and a ``retrained`` model (both optional).
@@ -112,12 +117,14 @@ def audit(
     ``lira_shadows`` > 0 also trains that many shadow models (``lira_config``: architecture and
     training, default the MLP with ``TrainConfig()``) and runs offline LiRA on every model given;
     ``executor`` trains the shadows (default serial; ``oblivio.parallel.RayExecutor()`` in parallel).
-    Deterministic for a seed on CPU.
+    Deterministic for a seed on CPU. ``device`` (``auto``, ``cpu``, ``cuda``...) runs the models there
+    (on copies; the given models are not moved); None keeps each model where it is. Shadows train on
+    ``auto`` (CUDA when present).
     """
     check_split(split)
     reference = reference_set(split)
     roles = {"original": original, "unlearned": model, "retrained": retrained}
-    roles = {k: v for k, v in roles.items() if v is not None}
+    roles = {k: _on(v, device) for k, v in roles.items() if v is not None}
     outputs = {role: model_outputs(m, split, reference) for role, m in roles.items()}
     metrics = {role: metrics_from_outputs(out, seed) for role, out in outputs.items()}
     curves: dict[str, dict[str, np.ndarray]] = {}
@@ -154,6 +161,16 @@ def audit(
     )
 
 
+def _on(model: nn.Module, device: torch.device | str | None) -> nn.Module:
+    """``model``, or a copy of it on ``device`` when it lives elsewhere."""
+    if device is None:
+        return model
+    dev = resolve_device(device)
+    if next(model.parameters()).device == dev:
+        return model
+    return place(copy.deepcopy(model), dev)
+
+
 def _same_training(meta: dict, other: dict, what: str, path: str | os.PathLike) -> None:
     mine, theirs = (meta.get("training") or {}), (other.get("training") or {})
     if not theirs:
@@ -183,6 +200,7 @@ def audit_checkpoint(
     retrained: str | os.PathLike | None = None,
     lira_shadows: int = 0,
     seed: int = 0,
+    device: torch.device | str | None = "auto",
     executor: Executor | None = None,
 ) -> AuditResult:
     """Audit an unlearned checkpoint written by ``oblivio forget``, rebuilding its data and split from the sidecar.
@@ -194,7 +212,7 @@ def audit_checkpoint(
     """
     from ..pipeline import split_for_checkpoint
 
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, device=device)
     _, split = split_for_checkpoint(meta)
     unlearning = (meta.get("extra") or {}).get("unlearning") or {}
     notes = []
@@ -206,14 +224,14 @@ def audit_checkpoint(
 
     orig_model = orig_meta = None
     if original is not None:
-        orig_model, orig_meta = load_checkpoint(original)
+        orig_model, orig_meta = load_checkpoint(original, device=device)
         _same_training(meta, orig_meta, "original", original)
         if recorded.get("model_hash") and model_hash(orig_model) != recorded["model_hash"]:
             raise OblivioError(f"original checkpoint {original} is not the model this one was unlearned from (model hash differs)")
 
     retr_model, retrain_seconds = None, None
     if retrained is not None:
-        retr_model, retr_meta = load_checkpoint(retrained)
+        retr_model, retr_meta = load_checkpoint(retrained, device=device)
         recorded_split = retr_meta.get("split")
         if not recorded_split:
             raise OblivioError(f"retrained checkpoint {retrained} records no forget split; cannot check it matches")
@@ -231,6 +249,7 @@ def audit_checkpoint(
         model, split, original=orig_model, retrained=retr_model, seconds=unlearning.get("seconds"),
         retrain_seconds=retrain_seconds, lira_shadows=lira_shadows, seed=seed,
         lira_config=shadow_config_for(meta.get("arch"), train_config), method=method, executor=executor,
+        device=device,
     )
     result.notes = notes if lira_shadows else [n for n in notes if not n.startswith("LiRA")]
     result.split["dataset_spec"] = (meta.get("training") or {}).get("data")

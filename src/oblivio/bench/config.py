@@ -14,6 +14,9 @@
     sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
     tune: {trials: 20, methods: [ft, dm], seed: 0}   # adds rows "ft (tuned, 20 trials)" (see oblivio.tune)
     output: runs/bench/digits
+    device: auto                    # auto (CUDA when present), cpu, cuda, cuda:N; `oblivio bench --device` overrides
+    amp: null                       # or bf16: autocast for training, unlearning and measuring
+    deterministic: false            # deterministic CUDA kernels (see oblivio.device)
     ray: {gpus_per_task: 0.25, cpus_per_task: 1}   # resources per task under --ray (default: 1 GPU if any)
 
 "original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
@@ -24,12 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..device import check_amp
 from ..errors import OblivioError
 from ..methods import available_methods, get_method
 from ..scenarios import Scenario, scenario_from_dict
@@ -37,7 +42,7 @@ from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "tune", "threads", "output", "ray"}
+             "sequential", "tune", "threads", "output", "ray", "device", "amp", "deterministic"}
 _RAY_KEYS = ("gpus_per_task", "cpus_per_task")
 
 
@@ -96,6 +101,9 @@ class BenchConfig:
     tune: TuneConfig | None = None
     threads: int | None = None
     output: str | None = None
+    device: str = "auto"
+    amp: str | None = None
+    deterministic: bool = False
     ray: dict = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
 
@@ -103,12 +111,15 @@ class BenchConfig:
         return scenario_from_dict(self.scenarios[name])
 
     def train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(**self.train, seed=seed)
+        return TrainConfig(**self.train, seed=seed, amp=self.amp)
 
     def base_spec(self) -> dict:
-        """The parts every cell depends on: data, model, training recipe, pool cut."""
-        return {"dataset": self.dataset, "model": self.model, "train": self.train,
+        """The parts every cell depends on: data, model, training recipe (with its precision), pool cut."""
+        spec = {"dataset": self.dataset, "model": self.model, "train": self.train,
                 "third_party_fraction": self.third_party_fraction}
+        if self.amp:
+            spec["amp"] = self.amp
+        return spec
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -116,9 +127,13 @@ class BenchConfig:
         return d
 
     def hash(self) -> str:
-        """Short hash of everything that decides the numbers (not the output dir, thread count or Ray resources)."""
+        """Short hash of everything that decides the numbers (not the output dir, thread count, Ray resources
+        or device choice)."""
         d = self.to_dict()
-        d.pop("output"), d.pop("threads"), d.pop("ray")
+        d.pop("output"), d.pop("threads"), d.pop("ray"), d.pop("device")
+        for key, off in (("amp", None), ("deterministic", False)):  # keep the hashes of configs without them
+            if d[key] == off:
+                d.pop(key)
         return stable_hash(d)
 
 
@@ -183,7 +198,7 @@ def _scenarios(value: Any) -> dict[str, dict]:
 
 def _train(value: Any) -> dict:
     value = dict(value or {})
-    known = {f.name for f in fields(TrainConfig)} - {"seed", "progress"}
+    known = {f.name for f in fields(TrainConfig)} - {"seed", "progress", "amp"}  # amp: a top-level key
     unknown = sorted(set(value) - known)
     if unknown:
         raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -234,6 +249,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     threads = doc.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
+    device = str(doc.get("device") or "auto")
+    if not re.match(r"^(auto|cpu|cuda|cuda:\d+)$", device):
+        raise OblivioError(f"config: unknown device {device!r}; choose auto, cpu, cuda or cuda:N")
+    amp = check_amp(doc.get("amp"))
+    if not isinstance(doc.get("deterministic", False), bool):
+        raise OblivioError(f"config: deterministic must be true or false, got {doc['deterministic']!r}")
     ray = dict(doc.get("ray") or {})
     for key, value in ray.items():
         if key not in _RAY_KEYS:
@@ -248,7 +269,7 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
         third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), ray=ray,
-        source=source,
+        device=device, amp=amp, deterministic=bool(doc.get("deterministic", False)), source=source,
     )
 
 

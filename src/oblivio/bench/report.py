@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .. import __version__
+from ..device import device_info
 from ..io import atomic_write_text
 from .config import BenchConfig
 
@@ -51,6 +52,11 @@ class BenchResult:
     def errors(self) -> list[dict]:
         return [r for r in self.runs + self.sequential_runs if r.get("error")]
 
+    @property
+    def warnings(self) -> list[dict]:
+        """Rows whose method finished but recorded a warning (e.g. a collapsed retain accuracy)."""
+        return [r for r in self.runs + self.sequential_runs if r.get("warnings")]
+
 
 def _cpu_name() -> str:
     try:
@@ -77,8 +83,11 @@ def _git_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cached: int) -> dict:
-    """Machine, versions, date, seeds and config hash: the first lines of every output."""
+def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cached: int,
+                   device: torch.device | str | None = None) -> dict:
+    """Machine, the device that computed (GPU name, CUDA version), versions, date, seeds and config hash:
+    the first lines of every output."""
+    info = device_info(device if device is not None else cfg.device)
     return {
         "benchmark": cfg.name,
         "config": cfg.source,
@@ -90,7 +99,12 @@ def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cach
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": cfg.threads or torch.get_num_threads(),
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": info["device"],
+        "gpu": info["gpu"],
+        "cuda": info["cuda"],
+        "cudnn": info["cudnn"],
+        "amp": cfg.amp,
+        "deterministic": cfg.deterministic,
         "oblivio": __version__,
         "git_commit": _git_commit(),
         "seeds": list(cfg.seeds),
@@ -124,6 +138,9 @@ def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
                 row["train_acc"] = train_acc
             if gold is not None and gold["seconds"] > 0:
                 row["time_ratio"] = c["seconds"] / gold["seconds"]
+        warnings = (c.get("info") or {}).get("warnings") or []
+        if warnings:
+            row["warnings"] = "; ".join(warnings)
         if c.get("error"):
             row["error"] = c["error"]
         rows.append(row)
@@ -165,7 +182,7 @@ def aggregate(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
             values = {r[k] for r in ok if k in r}
             if k not in by and k != "seed" and len(values) == 1:
                 row[k] = values.pop()
-        row |= {"n": len(ok), "failed": len(members) - len(ok)}
+        row |= {"n": len(ok), "failed": len(members) - len(ok), "warned": sum(bool(r.get("warnings")) for r in ok)}
         for c in cols:
             values = [float(r[c]) for r in ok if c in r]
             if values:
@@ -206,6 +223,8 @@ def _method_label(row: dict) -> str:
     label = row["method"]
     if row.get("failed"):
         label += f" ({row['failed']} failed)"
+    if row.get("warned"):
+        label += f" ({row['warned']} warned)"
     return label
 
 
@@ -240,7 +259,8 @@ def tuning_table(result: BenchResult) -> tuple[str, list[str], list[list[str]]] 
     """Per tuned (scenario, method): the validation request, Avg. Gap there with defaults and tuned, the options."""
     if not result.tuning:
         return None
-    rows = [[t["scenario"], t["method"], str(t["trials"]),
+    rows = [[t["scenario"], t["method"], str(t["trials"]), "-", "-", f"failed: {t['error']}", "-"] if t.get("error") else
+            [t["scenario"], t["method"], str(t["trials"]),
              "-" if t.get("default_value") is None else f"{t['default_value']:.2f}", f"{t['best_value']:.2f}",
              ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["options"].items()),
              t["validation"]] for t in result.tuning]
@@ -335,6 +355,10 @@ def to_markdown(result: BenchResult) -> str:
         out += ["## Failed cells", ""]
         out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}" for r in result.errors]
         out.append("")
+    if result.warnings:
+        out += ["## Warnings", ""]
+        out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['warnings']}" for r in result.warnings]
+        out.append("")
     return "\n".join(out)
 
 
@@ -388,4 +412,7 @@ def print_report(result: BenchResult, console: Console) -> None:
         console.print(table)
     for r in result.errors:
         console.print(f"[red]failed[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}",
+                      highlight=False)
+    for r in result.warnings:
+        console.print(f"[yellow]warning[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['warnings']}",
                       highlight=False)

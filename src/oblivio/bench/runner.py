@@ -8,12 +8,18 @@ retain set, and each method unlearns from the original. Every finished cell is c
 The grid is cut into jobs (``plan_jobs``): one per original model, one per cell, one per
 sequential chain; a job waits for the original it starts from. An executor (``oblivio.parallel``)
 runs them in this process or as Ray tasks; the cell logic (``_Runner``) is the same either way.
+
+Every model trains, unlearns and is run over the data on the config's ``device``. In a serial run
+the metrics of a cell (CPU work: the MIA SVC takes seconds on a 10k test set) are computed in a
+thread pool from the model's outputs, so they overlap the next cell's GPU work.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -26,10 +32,11 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..data import Dataset, load_from_spec
+from ..device import check_amp, deterministic as deterministic_mode, resolve_device
 from ..errors import OblivioError
 from ..parallel import Executor, SerialExecutor, Task, TaskFailed
 from ..scenarios import Backdoor, RandomSubset, Split, make_split
-from ..training import train
+from ..training import place, train
 from ..unlearning import unlearn
 from .config import BenchConfig, load_config, stable_hash
 from .report import BenchResult, assemble, machine_header, write_report
@@ -53,6 +60,21 @@ def _audit() -> tuple[Callable, Callable]:
     return measure, gap_to_retrain
 
 
+def measure_workers() -> int:
+    """Threads that compute cells' metrics while the next model trains (serial runs)."""
+    return max(1, min(8, (os.cpu_count() or 2) - 1))
+
+
+def _first_line(e: Exception) -> str:
+    message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
+    return (message.splitlines() or [type(e).__name__])[0]
+
+
+def _failed(doc: dict | Future) -> bool:
+    """Whether a cell's model could not be built (a pending cell's model was built: only its metrics are due)."""
+    return isinstance(doc, dict) and "error" in doc
+
+
 class _Runner:
     """Computes (or loads from the cache) every cell of one config.
 
@@ -61,16 +83,23 @@ class _Runner:
     retrain or unlearn again.
     """
 
-    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store):
-        self.cfg, self.data, self.store = cfg, data, store
+    def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, pool: ThreadPoolExecutor | None = None):
+        self.cfg, self.data, self.store, self.pool = cfg, data, store, pool
+        self.device = resolve_device(cfg.device)
         self.measure, _ = _audit()
+        from ..audit.metrics import metrics_from_outputs, model_outputs
+
+        self.outputs, self.metrics = model_outputs, metrics_from_outputs
         self.base = cfg.base_spec() | {"oblivio": __version__}
+        if self.device.type != "cpu":  # GPU numbers differ from CPU ones in the last bits: separate caches
+            self.base |= {"device": self.device.type, "deterministic": cfg.deterministic}
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
         self._splits: dict[tuple, Any] = {}
         self._seed: int | None = None
         self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options (see ``tune_grid``)
+        self.tune_errors: dict[tuple[str, str], str] = {}  # (scenario, method) -> why its tuning failed
 
     # -- models -------------------------------------------------------------------------------------
     def _model(self, spec: dict, build: Callable[[], tuple[nn.Module, dict]], seed: int) -> tuple[nn.Module, dict]:
@@ -78,14 +107,16 @@ class _Runner:
         key = Store.key(self.base | spec)
         if key not in self._models:
             info = self.data.info
-            self._models[key] = self.store.model(key, build, arch=self.cfg.model, input_shape=info.input_shape,
-                                                 num_classes=info.num_classes, dataset=info.name, seed=seed)
+            model, record = self.store.model(key, build, arch=self.cfg.model, input_shape=info.input_shape,
+                                             num_classes=info.num_classes, dataset=info.name, seed=seed)
+            self._models[key] = (place(model, self.device), record)
         return self._models[key]
 
     def _trained(self, spec: dict, train_set: TensorDataset, seed: int) -> tuple[nn.Module, dict]:
         """A model trained from scratch with the config's recipe on ``train_set``."""
         def build() -> tuple[nn.Module, dict]:
-            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed))
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed),
+                                   device=self.device)
             return model, {"seconds": history.seconds}
 
         return self._model(spec, build, seed)
@@ -101,15 +132,20 @@ class _Runner:
 
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=split.seed, **options)
+                             seed=split.seed, device=self.device, amp=self.cfg.amp, **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, split.seed)
 
     # -- cells --------------------------------------------------------------------------------------
-    def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, **extra: Any) -> dict:
-        """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run."""
+    def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, **extra: Any) -> dict | Future:
+        """Measure ``model()`` on ``split`` (or read the cached cell), never letting one failure end the run.
+
+        With a thread pool the model is built and run over the data here, and its metrics are computed in
+        the pool: the cell is then a future, resolved by ``run_benchmark``.
+        """
         head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
+        key = Store.key(self.base | spec | {"audit": self.audit_code})
 
         def compute() -> dict:
             net, record = model()
@@ -119,11 +155,34 @@ class _Runner:
                                    "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start,
                                    "load_avg": os.getloadavg()[0]}
 
+        if self.pool is None:
+            try:
+                return self.store.cell(key, compute)
+            except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
+                return head | {"error": _first_line(e)}
+        doc = self.store.cached_cell(key)
+        if doc is not None:
+            return doc
         try:
-            return self.store.cell(Store.key(self.base | spec | {"audit": self.audit_code}), compute)
-        except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
-            message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
-            return head | {"error": (message.splitlines() or [type(e).__name__])[0]}
+            net, record = model()
+            start = time.perf_counter()
+            outputs = self.outputs(net, split)
+            seconds = time.perf_counter() - start
+        except Exception as e:  # noqa: BLE001 - as above
+            return head | {"error": _first_line(e)}
+
+        def finish() -> dict:
+            try:
+                start = time.perf_counter()
+                metrics = self.metrics(outputs, split.seed)
+                return self.store.save_cell(key, head | extra | {
+                    "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
+                    "info": record.get("info", {}), "measure_seconds": seconds + time.perf_counter() - start,
+                    "load_avg": os.getloadavg()[0]}, count=False)  # counted when run_benchmark collects it
+            except Exception as e:  # noqa: BLE001 - as above
+                return head | {"error": _first_line(e)}
+
+        return self.pool.submit(finish)
 
     def _method_spec(self, method: str, options: dict | None = None) -> dict:
         options = self.cfg.methods[method] if options is None else options
@@ -147,6 +206,9 @@ class _Runner:
                               lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
                               split, sizes=split.sizes())
         if tuned:
+            if (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
+                return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
+                        "error": f"tuning failed: {self.tune_errors[name, method]}"}
             options = self.tuned[(name, method)]
             spec = where | self._method_spec(method, options) | {"method": self.cfg.tune.label(method)}
             return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method,
@@ -199,7 +261,7 @@ class _Runner:
                 return self._unlearned(spec, previous, split, method, forget=request)
 
             docs.append(self._cell(spec, model, split, deleted=len(split.forget_idx)))
-            if "error" in docs[-1]:  # the chain cannot go on from a failed step
+            if _failed(docs[-1]):  # the chain cannot go on from a failed step
                 docs += [{"seed": seed, "step": later, "method": method, "error": f"step {step} failed"}
                          for later in range(step + 1, len(steps) + 1)]
                 break
@@ -303,6 +365,10 @@ class _Run:
     since: float
     token: str
     tuned: dict = field(default_factory=dict)
+    tune_errors: dict = field(default_factory=dict)
+
+
+_POOLS: dict[str, ThreadPoolExecutor] = {}  # run token -> metric threads of a serial run in this process
 
 
 def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
@@ -312,8 +378,9 @@ def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
         _RUNNERS.clear()  # a worker serves one run at a time; drop an earlier run's models
         if run.cfg.threads:
             torch.set_num_threads(run.cfg.threads)
-        runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since))
-        runner.tuned = run.tuned
+        runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since),
+                                               _POOLS.get(run.token))
+        runner.tuned, runner.tune_errors = run.tuned, run.tune_errors
     computed, cached = runner.store.computed, runner.store.cached
     docs = runner.run(job)
     return docs, runner.store.computed - computed, runner.store.cached - cached
@@ -326,31 +393,51 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t = cfg.tune
-    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out), data=data)
+    result = tune(cfg, method, scenario, t.trials, seed=t.seed, study=Path(out) / "tune.db", cache_dir=Path(out),
+                  data=data)
     record = {"scenario": scenario, "method": method, "trials": t.trials, "seed": result.seed,
               "validation": result.validation, "best_value": result.best_value, "default_value": result.default_value,
               "options": result.best_params, "study": result.study_name, "seconds": round(result.seconds, 1)}
     return tuned_options(result, cfg.methods[method]), record
 
 
+def _prepare_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str) -> str:
+    """Train (or load) the original and retrain of ``scenario``'s validation request into ``out``."""
+    from ..tune import prepare_validation
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return prepare_validation(cfg, scenario, cfg.tune.seed, Path(out), data)
+
+
 def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
-              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict]]:
+              bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
-    options); the tuned options by (scenario, method) and one record per tuning.
+    options); the tuned options by (scenario, method), one record per tuning, and why a tuning failed
+    (a failed tuning becomes a failed tuned row, the run goes on).
 
     ``data``: the dataset, or its handle from ``executor.share``.
     """
+    from ..tune import open_storage, storage_url
+
     pairs = [(name, method) for name in cfg.scenarios for method in cfg.tune.methods]
+    open_storage(storage_url(out / "tune.db"))  # create the tables here, not in several workers at once
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
+    # the validation requests' models first (one task per scenario), so parallel tunings share them
+    executor.map(_prepare_one, [Task((cfg, data, str(out.resolve()), name)) for name in cfg.scenarios],
+                 **_resources(cfg, executor))
     results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
                            **_resources(cfg, executor))
-    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
-    if failed is not None:
-        if isinstance(failed.exception, OblivioError):
-            raise failed.exception
-        raise OblivioError(f"tuning failed: {failed.error}") from failed.exception
-    return {pair: r[0] for pair, r in zip(pairs, results)}, [r[1] for r in results]
+    tuned, records, errors = {}, [], {}
+    for (name, method), r in zip(pairs, results):
+        if isinstance(r, TaskFailed):
+            errors[name, method] = (str(r.exception) if isinstance(r.exception, OblivioError) else r.error).splitlines()[0]
+            records.append({"scenario": name, "method": method, "trials": cfg.tune.trials, "error": errors[name, method]})
+        else:
+            tuned[name, method] = r[0]
+            records.append(r[1])
+    return tuned, records, errors
 
 
 def _resources(cfg: BenchConfig, executor: Executor) -> dict:
@@ -370,6 +457,9 @@ def run_benchmark(
     resume: bool = True,
     progress: bool = True,
     executor: Executor | None = None,
+    device: str | None = None,
+    amp: str | None = None,
+    deterministic: bool | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
 
@@ -377,22 +467,30 @@ def run_benchmark(
     False every cell is recomputed (and the cache overwritten). ``executor`` (default: serial, in
     this process) runs the jobs, e.g. ``oblivio.parallel.RayExecutor()`` for Ray tasks; every
     worker reads and writes the cache under ``out_dir``, so on a cluster it must be a shared
-    filesystem. The numbers do not depend on the executor.
+    filesystem. The numbers do not depend on the executor. ``device``, ``amp`` and ``deterministic``
+    override the config's keys of the same names.
     """
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
+    overrides = {k: v for k, v in (("device", device), ("amp", check_amp(amp)), ("deterministic", deterministic))
+                 if v is not None}
+    cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
+    dev = resolve_device(cfg.device)
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
     executor = executor or SerialExecutor()
     data = load_from_spec(cfg.dataset)
     threads = torch.get_num_threads()
     start = time.perf_counter()
     token, counts = uuid.uuid4().hex, [0, 0]
+    if isinstance(executor, SerialExecutor):
+        _POOLS[token] = ThreadPoolExecutor(measure_workers())
     try:
         torch.set_num_threads(cfg.threads or threads)
-        with tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
+        with deterministic_mode(cfg.deterministic), \
+                tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
             shared_data = executor.share(data)
-            tuned, tuning = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [])
+            tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
             tasks = plan_jobs(cfg)
-            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned))
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors))
             docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:
@@ -408,12 +506,21 @@ def run_benchmark(
 
             executor.map(_run_job, [Task((shared_run, shared_data, t.args[0]), t.after) for t in tasks], done,
                          **_resources(cfg, executor))
+            for ds in docs:  # cells whose metrics were computed in the pool
+                for j, d in enumerate(ds):
+                    if isinstance(d, Future):
+                        ds[j] = d.result()
+                        counts[0] += "error" not in ds[j]
     finally:
         torch.set_num_threads(threads)
         _RUNNERS.pop(token, None)
+        pool = _POOLS.pop(token, None)
+        if pool is not None:
+            pool.shutdown(wait=True)
     cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("grid", "tuned") for d in ds]
     seq_cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("sequential", "chain") for d in ds]
-    header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=counts[0], cached=counts[1])
+    header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=counts[0], cached=counts[1],
+                            device=dev)
     header["executor"] = executor.describe()
     result = assemble(cfg, out, header, cells, seq_cells)
     result.tuning = tuning

@@ -73,6 +73,11 @@ class Store:
 
     def cell(self, key: str, compute: Callable[[], dict]) -> dict:
         """The cached cell ``key``, or ``compute()``'s result written to the cache."""
+        doc = self.cached_cell(key)
+        return doc if doc is not None else self.save_cell(key, compute())
+
+    def cached_cell(self, key: str) -> dict | None:
+        """The cached cell ``key`` when resuming and it is there (counted as cached), else None."""
         path = self.cell_path(key)
         if self._reusable(path):
             try:
@@ -81,9 +86,13 @@ class Store:
                 return doc
             except json.JSONDecodeError:
                 pass  # a foreign or damaged file: compute it again
-        doc = compute() | {"key": key}
-        atomic_write_text(path, json.dumps(doc, indent=1, default=str))
-        self.computed += 1
+        return None
+
+    def save_cell(self, key: str, doc: dict, count: bool = True) -> dict:
+        """Write a freshly computed cell (counted as computed unless ``count`` is False); return it with its key."""
+        doc = doc | {"key": key}
+        atomic_write_text(self.cell_path(key), json.dumps(doc, indent=1, default=str))
+        self.computed += count
         return doc
 
     def model(self, key: str, build: Callable[[], tuple[nn.Module, dict]], **meta: Any) -> tuple[nn.Module, dict]:

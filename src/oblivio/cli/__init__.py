@@ -9,7 +9,7 @@ from ..errors import OblivioError
 from .app import app, console
 
 for _mod in pkgutil.iter_modules(__path__):
-    if _mod.name != "app":
+    if _mod.name not in ("app", "__main__"):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 

@@ -13,6 +13,18 @@ app = typer.Typer(
 )
 console = Console()
 
+DEVICE_HELP = "where to compute: auto (CUDA when present), cpu, cuda or cuda:N"
+AMP_HELP = "mixed precision: bf16 (autocast on the device); off by default"
+DETERMINISTIC_HELP = "deterministic CUDA kernels where PyTorch has them (slower; CPU runs are always deterministic)"
+
+
+def describe(device) -> str:
+    """``cpu`` or ``cuda:0 (NVIDIA H100 ...)``: the device and, for a GPU, its name."""
+    from ..device import device_info
+
+    info = device_info(device)
+    return f"{info['device']} ({info['gpu']})" if info.get("gpu") else info["device"]
+
 
 def percent_table(title: str, rows: dict[str, dict[str, float]], columns: list[str] | None = None) -> Table:
     """A rich table of rows -> {metric: value in [0,1]} shown as percentages."""

@@ -7,7 +7,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .app import app, console
+from ..device import resolve_device
+from .app import DEVICE_HELP, app, console
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
@@ -25,18 +26,20 @@ def audit(
     ray: bool = ray_flag(),
     ray_address_: Optional[str] = ray_address(),
     gpus: Optional[float] = gpus_per_task(),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
 ) -> None:
     """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
     from ..audit import audit_checkpoint
     from ..report import write_report
 
+    dev = resolve_device(device)
     if lira_shadows < 0 or lira_shadows == 1:
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
     if (ray or ray_address_) and not lira_shadows:
         raise typer.BadParameter("--ray trains LiRA shadow models in parallel; add --lira-shadows K")
     with executor_from_options(ray, ray_address_, gpus) as executor:
         result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows,
-                                  seed=seed, executor=executor)
+                                  seed=seed, executor=executor, device=dev)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .app import app, console
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
@@ -19,6 +19,9 @@ def bench(
     ray: bool = ray_flag(),
     ray_address_: Optional[str] = ray_address(),
     gpus: Optional[float] = gpus_per_task(),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's device, else auto)"),
+    amp: Optional[str] = typer.Option(None, help=AMP_HELP + " (default: the config's amp)"),
+    deterministic: Optional[bool] = typer.Option(None, help=DETERMINISTIC_HELP + " (default: the config's)"),
 ) -> None:
     """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report.
 
@@ -28,6 +31,7 @@ def bench(
     from ..bench import print_report, run_benchmark
 
     with executor_from_options(ray, ray_address_, gpus) as executor:
-        result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor)
+        result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor, device=device,
+                               amp=amp, deterministic=deterministic)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)

@@ -13,7 +13,8 @@ from ..pipeline import split_for_request
 from ..scenarios import ClassForget, RandomSubset, Scenario
 from ..training import evaluate
 from ..unlearning import unlearn
-from .app import app, console, percent_table
+from ..device import check_amp, device_info, resolve_device, set_deterministic
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, percent_table
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -72,17 +73,24 @@ def forget(
     indices: Optional[str] = typer.Option(None, help="random scenario: training-set indices to forget, e.g. 1,2,3"),
     seed: int = typer.Option(0, help="seed of the unlearning run"),
     set_: list[str] = typer.Option([], "--set", help="method option key=value (repeatable), e.g. --set lr=1e-4"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    amp: Optional[str] = typer.Option(None, help=AMP_HELP),
+    deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
+    dev = resolve_device(device)
+    check_amp(amp)
+    if deterministic:
+        set_deterministic(True)
     if out.resolve() == checkpoint.resolve():
         raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
     if out.suffix != ".safetensors":
         raise OblivioError(f"--out must end in .safetensors, got {out.name}")
     options = parse_options(set_)
     request = build_scenario(scenario, classes, fraction, count, indices)
-    model, meta = load_checkpoint(checkpoint)
+    model, meta = load_checkpoint(checkpoint, device=dev)
     _, split = split_for_request(meta, request)
-    result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, **options)
+    result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
     out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "method": result.method,
@@ -90,6 +98,9 @@ def forget(
         "seconds": result.seconds,
         "info": json_safe(result.info),
         "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
+        "device": device_info(dev),
+        "amp": amp,
+        "deterministic": deterministic,
     }
     save_checkpoint(
         out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
@@ -100,6 +111,9 @@ def forget(
     rows = {"original": evaluate(model, split), result.method: evaluate(result.model, split)}
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
-    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items())
-    console.print(f"{result.method}: {result.seconds:.2f} s" + (f"; {info}" if info else ""))
+    info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
+                     if k != "warnings")
+    console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}" + (f"; {info}" if info else ""))
+    for warning in result.info.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     console.print(f"wrote {out}")

@@ -117,6 +117,9 @@ def process(
     console.print(f"run {run['id']} [{style}]{run['status']}[/]: {len(run['requests'])} request(s), {run['method']} "
                   f"{run['seconds']:.2f} s, verdict {run['verdict']}: {run['headline']}", highlight=False)
     console.print(f"wrote {run['checkpoint']} and {run['report']}/", highlight=False)
+    if run["output_version"] == run["input_version"]:
+        console.print("note: the weights did not change (the method found the samples already indistinguishable "
+                      "from unseen data); the audit above measured the same", highlight=False)
     if run["status"] == "failed":
         raise OblivioError(f"run {run['id']} failed: {run['error']}")
 

@@ -11,7 +11,8 @@ from ..data import load_from_spec
 from ..pipeline import training_spec, training_split
 from ..scenarios import Backdoor, ClassForget, RandomSubset, make_split
 from ..training import TrainConfig, evaluate, train as train_model
-from .app import app, console, percent_table
+from ..device import device_info, resolve_device, set_deterministic
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, percent_table
 
 
 def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int]) -> dict:
@@ -40,14 +41,21 @@ def train(
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
     progress: bool = True,
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    amp: Optional[str] = typer.Option(None, help=AMP_HELP),
+    deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
 ) -> None:
     """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
+    dev = resolve_device(device)
+    if deterministic:
+        set_deterministic(True)
     spec = data_spec(dataset, data_dir, n_train, n_test)
     data = load_from_spec(spec)
     poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None
     split = training_split(data, seed, third_party_fraction, poison)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, progress=progress)
-    net, history = train_model(model, split.train, data.num_classes, config)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer, seed=seed, progress=progress,
+                         amp=amp)
+    net, history = train_model(model, split.train, data.num_classes, config, device=dev)
     scores = evaluate(net, split)
     if poison is None:
         del scores["forget"]  # no forget request yet: retain here is the whole train pool minus one sample
@@ -55,9 +63,9 @@ def train(
         out, net, arch=model, input_shape=data.info.input_shape, num_classes=data.num_classes, dataset=dataset,
         seed=seed, training=training_spec(spec, split),
         extra={"train_config": config.__dict__, "train_seconds": history.seconds,
-               "scores": scores},
+               "scores": scores, "device": device_info(dev), "deterministic": deterministic},
     )
-    console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s)", {"original": scores}))
+    console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s on {describe(dev)})", {"original": scores}))
     console.print(f"wrote {out}")
 
 

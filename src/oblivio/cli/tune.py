@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .app import app, console
+from .app import DEVICE_HELP, app, console
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
@@ -27,6 +27,7 @@ def tune(
     ray: bool = ray_flag(),
     ray_address_: Optional[str] = ray_address(),
     gpus: Optional[float] = gpus_per_task(),
+    device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's device, else auto)"),
 ) -> None:
     """Tune a method on a validation request (another forget set of the same kind), scored by Avg. Gap to its retrain."""
     from ..tune import tune as run_tune
@@ -37,14 +38,15 @@ def tune(
         console.print(f"trial {row['number']}: {value}  ({params})", highlight=False)
 
     with executor_from_options(ray, ray_address_, gpus) as executor:  # --ray: trials in parallel, one shared study
-        result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show, executor=executor)
+        result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show, executor=executor,
+                             device=device)
     console.print(f"validation request: {result.validation}", highlight=False)
     table = Table(title=f"{method} on {scenario} (seed {result.seed}): {len(result.trials)} trials, "
                         f"{result.ran} run now, {result.seconds:.1f} s")
     for column in ("trial", "state", "Avg. Gap", "options"):
         table.add_column(column, justify="right" if column in ("trial", "Avg. Gap") else "left")
     for row in result.trials:
-        table.add_row(str(row["number"]) + (" (defaults)" if row["number"] == 0 else ""), row["state"],
+        table.add_row(str(row["number"]) + (" (defaults)" if row["number"] == result.default_number else ""), row["state"],
                       "-" if row["value"] is None else f"{row['value']:.3f}",
                       ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items()))
     console.print(table)

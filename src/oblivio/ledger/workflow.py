@@ -641,7 +641,8 @@ def certificate(key: int | str, db: str | None = None) -> dict:
                 "digest": hashlib.sha256("".join(sorted(r.sample_hashes)).encode()).hexdigest(),
             },
             "model_before": {k: version_view(before)[k] for k in ("id", "weights_sha256", "model_hash", "checkpoint", "arch")},
-            "model_after": {k: version_view(after)[k] for k in ("id", "weights_sha256", "model_hash", "checkpoint", "parent_id")},
+            "model_after": {k: version_view(after)[k] for k in ("id", "weights_sha256", "model_hash", "parent_id")}
+            | {"checkpoint": run.output_path, "weights_changed": after.id != before.id},
             "split": run.split,
             "unlearning": {"run": run.id, "method": run.method, "options": run.options, "seed": run.seed,
                            "seconds": run.seconds, "config": (run.info or {}).get("config"), "info": (run.info or {}).get("info"),
@@ -655,6 +656,8 @@ def certificate(key: int | str, db: str | None = None) -> dict:
                 "recompute the sample hashes from the dataset with samples.hash_recipe at samples.indices",
                 "the 'after' sidecar (.json) records split.hashes; its forget set contains samples.indices",
                 "re-run: oblivio audit --checkpoint <after> --original <before>; compare with audit.metrics",
+                "weights_changed false: the method found the samples already indistinguishable from unseen data "
+                "(see unlearning.info) and left the weights as they were; the audit measured the same",
             ],
         }
 

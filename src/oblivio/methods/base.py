@@ -14,9 +14,13 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import Dataset as TorchDataset, TensorDataset
 
+from ..device import autocast
 from ..errors import OblivioError
+
+COLLAPSE_DROP = 0.2  # retain accuracy falling more than 20 points under the original's is a collapse
+PROBE_SIZE = 512
 
 
 @dataclass
@@ -72,20 +76,28 @@ class Unlearner(ABC):
             config = dataclasses.replace(config, **overrides)
         self.config = config
 
-    def unlearn(self, model: nn.Module, data: UnlearnData) -> UnlearnResult:
-        """Unlearn ``data.forget`` from a copy of ``model``; time it; refuse NaN/inf results."""
+    def unlearn(self, model: nn.Module, data: UnlearnData, *, amp: str | None = None) -> UnlearnResult:
+        """Unlearn ``data.forget`` from a copy of ``model`` (on the model's device); time it; refuse NaN/inf
+        results; warn in ``info["warnings"]`` when retain accuracy collapsed (see ``collapse_warning``).
+
+        ``amp="bf16"`` runs the method under bf16 autocast on the model's device.
+        """
         for need in sorted(self.requires):
             part = getattr(data, need)
             if part is None or len(part) == 0:
                 raise OblivioError(f"method {self.name!r} needs a non-empty {need.replace('_', '-')} set")
         work = copy.deepcopy(model)
         start = time.perf_counter()
-        info = self.run(work, data) or {}
+        with autocast(next(work.parameters()).device, amp):
+            info = self.run(work, data) or {}
         seconds = time.perf_counter() - start
         work.eval()
         for pname, p in work.named_parameters():
             if not torch.isfinite(p).all():
                 raise OblivioError(f"method {self.name!r} produced NaN/inf weights ({pname}); the original model is kept")
+        warning = collapse_warning(model, work, data)
+        if warning:
+            info.setdefault("warnings", []).append(warning)
         return UnlearnResult(work, self.name, dataclasses.asdict(self.config), seconds, info)
 
     @classmethod
@@ -100,6 +112,39 @@ class Unlearner(ABC):
     @abstractmethod
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any] | None:
         """Modify ``model`` (already a private copy) in place; return extra info (steps, distances...)."""
+
+
+def subsample(part: TorchDataset, size: int, seed: int) -> TensorDataset:
+    """A seeded random sample of at most ``size`` samples of ``part``."""
+    from .common import tensors_of
+
+    x, y = tensors_of(part)
+    if len(y) > size:
+        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
+        x, y = x[idx], y[idx]
+    return TensorDataset(x, y)
+
+
+def probe_set(data: UnlearnData, size: int = PROBE_SIZE) -> TorchDataset | None:
+    """A seeded sample of at most ``size`` retain samples (third-party ones when there is no retain set)."""
+    part = data.retain if data.retain is not None and len(data.retain) else data.third_party
+    if part is None or len(part) == 0:
+        return None
+    return subsample(part, size, data.seed)
+
+
+def collapse_warning(original: nn.Module, unlearned: nn.Module, data: UnlearnData, drop: float = COLLAPSE_DROP) -> str | None:
+    """A warning when the unlearned model's accuracy on a retain probe is more than ``drop`` under the original's."""
+    from ..training import accuracy
+
+    probe = probe_set(data)
+    if probe is None:
+        return None
+    before, after = accuracy(original, probe), accuracy(unlearned, probe)
+    if after < before - drop:
+        return (f"retain accuracy collapsed: {100 * after:.1f}% on a {len(probe)}-sample retain probe "
+                f"vs the original's {100 * before:.1f}%")
+    return None
 
 
 def generic_search_space(defaults: Any, trial: Any) -> dict[str, Any]:

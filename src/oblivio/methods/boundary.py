@@ -19,6 +19,12 @@ a larger rate makes it much worse). On a backdoor the forget samples are trigger
 with the target; the nearest other class is usually the true class (86% on digits), so the trigger
 is removed (ASR 99% -> 0%), but since no sample keeps the target label the clean target class is
 suppressed too (digits MLP: test 97% -> 83%).
+
+Safeguard (not in the paper, recorded in ``info`` when it fires): after each fine-tuning epoch the
+model's accuracy on a 512-sample retain probe (third-party samples when there is no retain set; used
+only to decide when to stop, never to train) is compared with the original's; an epoch that costs more
+than ``max_retain_drop`` is undone and fine-tuning stops (``safeguard: retain_drop``). Without it, on
+a Fashion-MNIST CNN random 10% case, boundary halved retain accuracy (46%, issue 9).
 """
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, require_positive, run_epochs, tensors_of
+import copy
+
+from .common import RetainGuard, device_of, require_positive, run_epochs, tensors_of
 
 
 def nearest_wrong_labels(
@@ -66,12 +74,13 @@ class BoundaryShrink(Unlearner):
         epochs: int = 10  # paper code: 10
         lr: float = 3e-4  # paper code: 1e-5 (ResNet); tuned on digits
         batch_size: int = 64  # paper code: 64
+        max_retain_drop: float = 0.15  # safeguard: undo an epoch costing more retain-probe accuracy (1 = off)
 
         def __post_init__(self) -> None:
             require_positive(
                 "boundary",
                 bound=self.bound, step=self.step, attack_steps=self.attack_steps, epochs=self.epochs, lr=self.lr,
-                batch_size=self.batch_size,
+                batch_size=self.batch_size, max_retain_drop=self.max_retain_drop,
             )
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
@@ -80,9 +89,22 @@ class BoundaryShrink(Unlearner):
         x, y = tensors_of(data.forget)
         x, y = x.to(dev), y.to(dev)
         labels = nearest_wrong_labels(model, x, y, c.bound, c.step, c.attack_steps)
+        guard = RetainGuard(model, data, c.max_retain_drop)
+        info: dict = {}
+        saved = copy.deepcopy(model.state_dict()) if guard.active else None
+
+        def keep_going(epoch: int) -> bool:
+            nonlocal saved
+            if guard.check(model):
+                saved = copy.deepcopy(model.state_dict()) if guard.active else None
+                return True
+            model.load_state_dict(saved)  # undo the epoch that cost too much
+            info.update(guard.record("retain_drop", epoch))
+            return False
+
         steps = run_epochs(
             model, TensorDataset(x, labels), F.cross_entropy, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-            seed=data.seed, where="boundary shrink fine-tuning",
+            seed=data.seed, after_epoch=keep_going, where="boundary shrink fine-tuning",
         )
         counts = torch.bincount(labels.cpu(), minlength=data.num_classes).tolist()
-        return {"steps": steps, "nearest_label_counts": counts}
+        return {"steps": steps, "nearest_label_counts": counts} | info

@@ -1,13 +1,14 @@
 """Small building blocks shared by several unlearning methods."""
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset as TorchDataset
+from torch.utils.data import Dataset as TorchDataset
 
+from ..batching import DeviceData
 from ..training import check_finite, make_optimizer, tensors_of  # noqa: F401 - re-exported for methods
 
 
@@ -15,13 +16,17 @@ def device_of(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def make_loader(data: TorchDataset, batch_size: int, seed: int, shuffle: bool = True) -> DataLoader:
-    """A seeded, shuffled DataLoader (deterministic for a seed)."""
-    return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=torch.Generator().manual_seed(seed))
+def make_loader(
+    data: TorchDataset | DeviceData, batch_size: int, seed: int, shuffle: bool = True, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One pass over ``data`` in mini-batches on ``device``: shuffled with ``seed`` in a seeded DataLoader's
+    order (deterministic for a seed), or in order. Pass a ``DeviceData`` to keep the data on the device across calls."""
+    batches = data if isinstance(data, DeviceData) else DeviceData(data, device)
+    return batches.epoch(batch_size, torch.Generator().manual_seed(seed) if shuffle else None)
 
 
-def cycle(loader: DataLoader) -> Iterator:
-    """Iterate a loader forever (a new shuffle each pass)."""
+def cycle(loader: Iterable) -> Iterator:
+    """Iterate a re-iterable loader forever (a new shuffle each pass)."""
     while True:
         yield from loader
 
@@ -38,19 +43,22 @@ def run_epochs(
     optimizer: str = "sgd",
     weight_decay: float = 0.0,
     after_step: Callable[[], None] | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
     where: str = "unlearning",
 ) -> int:
     """Minimise ``loss_fn(logits, y)`` over ``data`` for some epochs; return the number of steps.
 
-    ``after_step`` runs after each optimiser step (e.g. to restore masked weights).
+    ``after_step`` runs after each optimiser step (e.g. to restore masked weights);
+    ``after_epoch(epoch)`` after each epoch (1-based), and training stops when it returns False.
     """
     dev = device_of(model)
+    batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     steps = 0
     model.train()
     for epoch in range(epochs):
-        for x, y in make_loader(data, batch_size, seed + epoch):
-            loss = loss_fn(model(x.to(dev)), y.to(dev))
+        for x, y in make_loader(batches, batch_size, seed + epoch):
+            loss = loss_fn(model(x), y)
             check_finite(loss, f"{where} epoch {epoch + 1}")
             opt.zero_grad()
             loss.backward()
@@ -58,6 +66,8 @@ def run_epochs(
             if after_step is not None:
                 after_step()
             steps += 1
+        if after_epoch is not None and not after_epoch(epoch + 1):
+            break
     model.eval()
     return steps
 
@@ -83,13 +93,61 @@ def require_positive(method: str, **values: float) -> None:
             raise OblivioError(f"{method}: option {name} must be positive, got {value}")
 
 
-def tensor_batches(data: TorchDataset, batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def tensor_batches(
+    data: TorchDataset, batch_size: int, seed: int, device: torch.device | str | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled (x, y) mini-batches forever, a new seeded permutation each pass; sliced straight from
-    the tensors (much faster than a DataLoader's per-sample collation for small models)."""
-    x, y = tensors_of(data)
+    the tensors, kept on ``device`` when given (else where they are)."""
+    if device is None:
+        x, y = tensors_of(data)
+        take = lambda idx: (x[idx], y[idx])  # noqa: E731
+    else:
+        take = DeviceData(data, device).take
+    n = len(data)
     gen = torch.Generator().manual_seed(seed)
     while True:
-        perm = torch.randperm(len(y), generator=gen)
-        for i in range(0, len(y), batch_size):
-            idx = perm[i : i + batch_size]
-            yield x[idx], y[idx]
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            yield take(perm[i : i + batch_size])
+
+
+class RetainGuard:
+    """Watches accuracy on a small retain probe (third-party samples when there is no retain set) while
+    a method runs, against the original model's accuracy on the same probe.
+
+    ``check(model)`` returns True while the model is within ``max_drop`` (a share, 0.05 = 5 points) of
+    the original's probe accuracy; methods use it to stop (and roll back) before they collapse a model.
+    Inactive (always True) when there is neither a retain nor a third-party set.
+    """
+
+    def __init__(self, model: nn.Module, data, max_drop: float, size: int = 512):
+        from .base import probe_set
+
+        probe = probe_set(data, size)
+        self.max_drop = max_drop
+        self.batches = DeviceData(probe, device_of(model)) if probe is not None else None
+        self.baseline = self.accuracy(model) if self.batches is not None else None
+        self.last: float | None = self.baseline
+
+    @property
+    def active(self) -> bool:
+        return self.batches is not None
+
+    @torch.no_grad()
+    def accuracy(self, model: nn.Module) -> float:
+        was = model.training
+        model.eval()
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in self.batches.epoch(512))
+        model.train(was)
+        return correct / len(self.batches)
+
+    def check(self, model: nn.Module) -> bool:
+        if self.batches is None:
+            return True
+        self.last = self.accuracy(model)
+        return self.last >= self.baseline - self.max_drop
+
+    def record(self, what: str, step: int) -> dict:
+        """The ``info`` entry of a guard that fired: what it did, when, and the probe accuracies."""
+        return {"safeguard": what, "safeguard_step": step, "probe_retain_acc_original": round(self.baseline, 4),
+                "probe_retain_acc_at_stop": round(self.last, 4)}

@@ -41,6 +41,6 @@ class Retrain(Unlearner):
         fresh = build_model(data.arch, shape, data.num_classes, seed=data.seed) if data.arch else None
         if fresh is None or fresh.state_dict().keys() != model.state_dict().keys():
             fresh = fresh_copy(model, data.seed)
-        fresh, history = train(fresh.to(device_of(model)), data.retain, data.num_classes, config)
+        fresh, history = train(fresh, data.retain, data.num_classes, config, device=device_of(model))
         model.load_state_dict(fresh.state_dict())
         return {"epochs": config.epochs, "final_loss": history.loss[-1], "init": data.arch or "fresh_copy"}

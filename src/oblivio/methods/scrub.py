@@ -10,6 +10,27 @@ its rate is multiplied by ``lr_decay_rate`` for every milestone in ``lr_decay_ep
 
 Adapted: upstream's rate (5e-4) and forget batch (32 of thousands of samples) are for ResNets on
 CIFAR; on digits the learning rate is raised (the result is sensitive to it: see Config).
+
+Departure (the NaN / collapse fix): the max-step pushes a forget sample away from the teacher only
+while the student still predicts the teacher's class for it; a sample already moved off it is masked
+out of -KL (the batch sum is still divided by the batch size), and a batch with none left is skipped
+(``info["max_steps_skipped"]``). Root cause of the failures this fixes: -KL is unbounded below and
+the student starts *at* its minimum (student = teacher, KL = 0, gradient 0), so SGD with momentum
+leaves it along an exponentially growing path: on a Fashion-MNIST CNN (class 3, 2,700-sample pool)
+the batch KL grew about 4x per max-step (3e-7 -> 4.6 in 16 steps, gradient norm 5e-7 -> 30). The
+number of max-steps is (forget size / 32) x ``msteps``, so a larger forget set ran long enough to
+destroy the model (retain 83% -> 12% after the min-steps, the "RA 10%" case) or overflow the logits
+(NaN, as on a 20k-image Fashion-MNIST on a GPU). With the mask the same case ends at retain 87%,
+forget 0%, test 76.5% (the original: 83 / 86 / 80). The mask alone does not stop the runaway while
+some samples are still unmoved (random forgetting, where the forget samples share all their features
+with the retain set), so the max-step gradient norm is also capped at ``max_grad_norm`` (3): the
+ascent's first steps have norms far below it, the runaway's grow past it. Digits MLP, seed 0, with
+more max-steps than the defaults (forget batch 8, msteps 2 / forget batch 4, msteps 3): upstream's
+update gave NaN on class 3 and retain 11% on random 10%; with mask and cap class 3 ends at retain
+99%, forget 0%, and random 10% at retain 98% / 85% (cap 10 still collapsed it to 36%; cap 1 left
+class 3 at 72% forget accuracy with the default batches). The KL is also computed from
+log-probabilities on both sides (``kl_per_sample``), so an underflowed teacher probability cannot
+produce NaN.
 """
 from __future__ import annotations
 
@@ -22,7 +43,16 @@ from torch import nn
 
 from ..training import check_finite, make_optimizer
 from .base import UnlearnData, Unlearner, register
-from .common import device_of, make_loader, require_positive, soft_kl
+from ..batching import DeviceData
+from .common import device_of, make_loader, require_positive
+
+
+def kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) of the temperature-softened distributions, per sample, from log-probabilities
+    on both sides (finite for any finite logits: no 0 * log 0 or log of an underflowed probability)."""
+    log_s = F.log_softmax(student_logits / temperature, dim=1)
+    log_t = F.log_softmax(teacher_logits / temperature, dim=1)
+    return (log_t.exp() * (log_t - log_s)).sum(1)
 
 
 @register
@@ -46,6 +76,7 @@ class Scrub(Unlearner):
         weight_decay: float = 5e-4  # paper: 5e-4
         lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # paper: (3, 5, 9)
         lr_decay_rate: float = 0.1  # paper: 0.1
+        max_grad_norm: float | None = 3.0  # not in the paper: max-step gradient norm cap (None = off); see above
 
         def __post_init__(self) -> None:
             require_positive(
@@ -63,30 +94,46 @@ class Scrub(Unlearner):
 
         def kl(student_logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                target = F.softmax(teacher(x) / c.kd_T, dim=1)
-            return soft_kl(student_logits, target, c.kd_T) * T2
+                t_logits = teacher(x)
+            return kl_per_sample(student_logits.float(), t_logits.float(), c.kd_T).mean() * T2
 
-        def step(loss: torch.Tensor, where: str) -> None:
+        def max_loss(x: torch.Tensor) -> torch.Tensor | None:
+            """-KL over the forget samples the student still assigns to the teacher's class (None: all forgotten)."""
+            logits = model(x)
+            with torch.no_grad():
+                t_logits = teacher(x)
+                still = logits.argmax(1) == t_logits.argmax(1)
+            if not still.any():
+                return None
+            per_sample = kl_per_sample(logits.float(), t_logits.float(), c.kd_T) * T2
+            return -(per_sample * still).sum() / len(x)
+
+        def step(loss: torch.Tensor, where: str, clip: float | None = None) -> None:
             check_finite(loss, where)
             opt.zero_grad()
             loss.backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
 
-        max_steps = min_steps = 0
+        forget, retain = DeviceData(data.forget, dev), DeviceData(data.retain, dev)
+        max_steps = min_steps = skipped = 0
         model.train()
         for epoch in range(1, c.sgda_epochs + 1):
             decay = c.lr_decay_rate ** sum(epoch > m for m in c.lr_decay_epochs)
             for group in opt.param_groups:
                 group["lr"] = c.lr * decay
             if epoch <= c.msteps:
-                for x, _ in make_loader(data.forget, c.forget_batch_size, data.seed + 2 * epoch):
-                    x = x.to(dev)
-                    step(-kl(model(x), x), f"scrub max-step epoch {epoch}")
+                for x, _ in make_loader(forget, c.forget_batch_size, data.seed + 2 * epoch):
+                    loss = max_loss(x)
+                    if loss is None:
+                        skipped += 1
+                        continue
+                    step(loss, f"scrub max-step epoch {epoch}", c.max_grad_norm)
                     max_steps += 1
-            for x, y in make_loader(data.retain, c.batch_size, data.seed + 2 * epoch + 1):
-                x, y = x.to(dev), y.to(dev)
+            for x, y in make_loader(retain, c.batch_size, data.seed + 2 * epoch + 1):
                 logits = model(x)
                 step(c.gamma * F.cross_entropy(logits, y) + c.alpha * kl(logits, x), f"scrub min-step epoch {epoch}")
                 min_steps += 1
         model.eval()
-        return {"max_steps": max_steps, "min_steps": min_steps}
+        return {"max_steps": max_steps, "min_steps": min_steps, "max_steps_skipped": skipped}

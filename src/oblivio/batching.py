@@ -1,0 +1,82 @@
+"""Mini-batches sliced from whole tensors, kept on the compute device when they fit.
+
+A ``DataLoader`` over a ``TensorDataset`` builds every batch on the CPU sample by sample; here the
+inputs and labels are moved to the device once (when they take at most a quarter of its free memory,
+else kept in pinned host memory and copied batch by batch) and each batch is one indexing operation.
+
+The order is the one a ``DataLoader(shuffle=True, generator=g)`` gives (PyTorch 2.x): per epoch it
+draws one 64-bit base seed from ``g``, then ``randperm(n, generator=g)``, and once the epoch is
+exhausted one more (unused) ``randperm``, so the same seed gives the same numbers as a
+DataLoader-based loop on the CPU.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from .device import fits_on
+
+
+def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0], data.tensors[1]
+    xs, ys = zip(*(data[i] for i in range(len(data))))
+    return torch.stack(xs), torch.as_tensor(ys)
+
+
+def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
+    """The sample order of one shuffled epoch, exactly as ``DataLoader(shuffle=True, generator=generator)`` draws it."""
+    torch.empty((), dtype=torch.int64).random_(generator=generator)  # the loader iterator's base seed
+    return torch.randperm(n, generator=generator)
+
+
+class DeviceData:
+    """A dataset's tensors ready for batching on ``device``: resident there when they fit, else pinned on the host."""
+
+    def __init__(self, data: TorchDataset, device: torch.device | str):
+        self.device = torch.device(device)
+        x, y = tensors_of(data)
+        self.resident = fits_on(self.device, x.numel() * x.element_size() + y.numel() * y.element_size())
+        if self.resident:
+            x, y = x.to(self.device), y.to(self.device)
+        elif self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples at ``idx`` (CPU indices), on the device."""
+        if self.resident:
+            idx = idx.to(self.device, non_blocking=True)
+            return self.x[idx], self.y[idx]
+        x, y = self.x[idx], self.y[idx]
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def epoch(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass in mini-batches: shuffled with ``generator`` (DataLoader order), in order without one."""
+        n = len(self)
+        if generator is None:
+            if self.resident:
+                for i in range(0, n, batch_size):
+                    yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+                return
+            order = torch.arange(n)
+        else:
+            order = epoch_order(n, generator)
+        if self.resident:  # one copy of the order per epoch; each batch is then one gather on the device
+            order = order.to(self.device, non_blocking=True)
+            for i in range(0, n, batch_size):
+                idx = order[i : i + batch_size]
+                yield self.x[idx], self.y[idx]
+        else:
+            for i in range(0, n, batch_size):
+                yield self.take(order[i : i + batch_size])
+        if generator is not None:
+            torch.randperm(n, generator=generator)  # RandomSampler's trailing draw for the partial pass
