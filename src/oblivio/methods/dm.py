@@ -75,6 +75,7 @@ def mass_logit(logits: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
 def quantile_match(values: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """1-D optimal-transport matching loss: Huber distance between the sorted ``values`` and the
     reference's quantiles at the same ranks (a sample-level W1 that gives each rank its target)."""
+    values, reference = values.float(), reference.float()  # float32 also under bf16 autocast
     ranks = (torch.arange(len(values), device=values.device, dtype=reference.dtype) + 0.5) / len(values)
     target = torch.quantile(reference, ranks)
     return F.smooth_l1_loss(values.sort().values, target)
@@ -297,7 +298,7 @@ class DistributionMatching(Unlearner):
             if use_retain:
                 xr, yr = next(retain_it)
                 parts.append(xr)
-            logits = model(torch.cat(parts).to(dev))
+            logits = model(torch.cat(parts).to(dev)).float()  # losses in float32, also under bf16 autocast
             nf, nt = len(xf), len(xt)
             if by_sample:
                 phi_f = logit_confidence(logits[:nf], yf.to(dev))
@@ -310,7 +311,7 @@ class DistributionMatching(Unlearner):
                 loss = c.match_weight * mmd2(mf[:, None], mt[:, None], tuple(c.bandwidths))
             if anchor is not None:  # everything but the forget set keeps the original's outputs
                 with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
-                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].log_softmax(1)
+                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].float().log_softmax(1)
                 loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept, log_target=True,
                                                          reduction="batchmean")
             if use_retain:
