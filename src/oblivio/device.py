@@ -63,7 +63,9 @@ def autocast(device: torch.device | str, amp: str | None):
     dev = torch.device(device)
     if amp is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16)
+    # no weight-cast cache: a method runs many optimiser steps inside one context, and cached bf16 copies
+    # of the weights would make every forward pass after the first ignore the updates
+    return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, cache_enabled=False)
 
 
 def set_deterministic(enabled: bool = True) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -371,14 +372,16 @@ def _one_trial(run: _TrialRun, data: Dataset) -> dict:
         return float(gap_to_retrain(metrics, run.gold)["avg_gap"])
 
     s = optuna.load_study(study_name=run.name, storage=open_storage(run.storage))
-    s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(run.seed, len(s.trials)), n_startup_trials=run.n_startup)
+    s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(run.seed, len(s.trials), run.name),
+                                           n_startup_trials=run.n_startup)
     mine: list[int] = []
     s.optimize(objective, n_trials=1, catch=(OblivioError,), callbacks=[lambda _, trial: mine.append(trial.number)])
     return next(r for r in _trial_rows(s) if r["number"] == mine[0])
 
 
-def _sampler_seed(seed: int, number: int) -> int:
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+def _sampler_seed(seed: int, number: int, study: str) -> int:
+    """The sampler seed of trial ``number``: from the seed and the study (so methods and scenarios draw differently)."""
+    return int(np.random.SeedSequence([seed, number, zlib.crc32(study.encode())]).generate_state(1)[0])
 
 
 def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, Any]:
