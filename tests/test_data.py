@@ -88,7 +88,82 @@ def test_unknown_dataset_is_named():
 
 
 def test_label_out_of_range_and_shape_mismatch():
-    with pytest.raises(OblivioError, match="labels must lie"):
+    with pytest.raises(OblivioError, match="out of range for 3 classes"):
         from_arrays(np.zeros((4, 3)), [0, 1, 2, 3], np.zeros((2, 3)), [0, 1], num_classes=3)
     with pytest.raises(OblivioError, match="differ in shape"):
         from_arrays(np.zeros((4, 3)), [0, 1, 0, 1], np.zeros((2, 5)), [0, 1])
+
+
+# -- validation of user data (issue 10, case 1) ------------------------------------------------------
+
+def _npz(tmp_path, name="data.npz", **arrays):
+    path = tmp_path / name
+    np.savez(path, **arrays)
+    return path
+
+
+def _xy(n=40, classes=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 8, 8)).astype(np.float32), np.arange(n) % classes
+
+
+def test_npz_nan_pixels_are_refused_with_file_key_and_index(tmp_path):
+    x, y = _xy()
+    x[7, 2, 3] = np.nan
+    x[9, 0, 0] = np.inf
+    path = _npz(tmp_path, x=x, y=y)
+    with pytest.raises(OblivioError, match=r"data.npz: x: sample 7 has a NaN or infinite value \(2 such samples\)"):
+        load_dataset("npz", path=path)
+
+
+def test_stray_label_does_not_grow_the_class_count(tmp_path):
+    x, y = _xy(classes=10)
+    y[5] = 42
+    with pytest.raises(OblivioError, match="label 42 at index 5 leaves class 10 without any sample"):
+        load_dataset("npz", path=_npz(tmp_path, x_train=x, y_train=y, x_test=x[:5], y_test=y[:5] % 10))
+    # a declared class count makes 42 plainly out of range
+    with pytest.raises(OblivioError, match="label 42 at index 5 is out of range for 10 classes"):
+        load_dataset("npz", path=_npz(tmp_path, "d2.npz", x=x, y=y, num_classes=np.int64(10)))
+
+
+@pytest.mark.parametrize("labels,match", [
+    (np.arange(40) % 4 + 0.5, r"labels must be integers; index 0 holds"),
+    (np.array([str(i % 4) for i in range(40)]), "labels must be integer class indices, got dtype <U1"),
+    (np.where(np.arange(40) == 3, -1, np.arange(40) % 4), "labels must be >= 0; index 3 holds -1"),
+])
+def test_bad_labels_are_refused(tmp_path, labels, match):
+    x, _ = _xy()
+    with pytest.raises(OblivioError, match=match):
+        load_dataset("npz", path=_npz(tmp_path, x=x, y=labels))
+
+
+def test_integral_float_labels_are_accepted(tmp_path):
+    x, y = _xy()
+    data = load_dataset("npz", path=_npz(tmp_path, x=x, y=y.astype(np.float64)))
+    assert data.num_classes == 4 and data.y_train.dtype == torch.int64
+
+
+def test_length_mismatch_empty_and_non_npz(tmp_path):
+    x, y = _xy()
+    with pytest.raises(OblivioError, match="x_train has 40 samples but y_train has 39 labels"):
+        load_dataset("npz", path=_npz(tmp_path, x_train=x, y_train=y[:-1], x_test=x, y_test=y))
+    with pytest.raises(OblivioError, match="no samples"):
+        load_dataset("npz", path=_npz(tmp_path, "e.npz", x=np.zeros((0, 4)), y=np.zeros(0, dtype=int)))
+    bogus = tmp_path / "notes.npz"
+    bogus.write_text("hello, not a zip")
+    with pytest.raises(OblivioError, match="notes.npz: not a readable .npz file"):
+        load_dataset("npz", path=bogus)
+    with pytest.raises(OblivioError, match="is a directory"):
+        load_dataset("npz", path=tmp_path)
+
+
+def test_from_arrays_validates_tensors():
+    x = torch.zeros(6, 1, 2, 2)
+    x[4, 0, 1, 1] = float("nan")
+    with pytest.raises(OblivioError, match="x_train: sample 4 has a NaN"):
+        from_arrays(x, torch.tensor([0, 1, 0, 1, 0, 1]), x[:2], torch.tensor([0, 1]))
+
+
+def test_digits_refuses_a_data_dir(tmp_path):
+    with pytest.raises(OblivioError, match="digits .* takes no --data-dir"):
+        load_dataset("digits", root=tmp_path)

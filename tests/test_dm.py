@@ -98,3 +98,14 @@ def test_dm_search_space_names_real_options_and_contains_the_defaults():
     space = dm.search_space(optuna.trial.FixedTrial({k: defaults[k] for k in tuned}))
     assert set(tuned) <= set(space) <= set(defaults)
     assert all(space[k] == defaults[k] for k in tuned)
+
+
+def test_dm_under_bf16_autocast_sees_its_own_updates(random30):
+    """A regression test: autocast's weight-cast cache once froze every forward pass at the first step's weights."""
+    from oblivio import get_method
+    from oblivio.methods import UnlearnData
+
+    split, original, _ = random30
+    data = UnlearnData(forget=split.forget, num_classes=10, retain=split.retain, third_party=split.third_party)
+    info = get_method("dm", max_steps=20).unlearn(original, data, amp="bf16").info
+    assert info["steps"] > 0 and info["distance"] < info["initial_distance"] - 0.3, info

@@ -1,7 +1,23 @@
-"""Checkpoints: weights in safetensors plus a JSON sidecar, written atomically, loaded without pickle.
+"""Checkpoints: weights in safetensors plus a JSON sidecar, committed as one unit, loaded without pickle.
 
 ``model.safetensors`` holds the tensors; ``model.json`` beside it holds the architecture,
 dataset, seed, split hashes, the weights' SHA-256 and versions.
+
+Crash safety (the pair is one unit):
+
+- A writer holds ``.model.safetensors.lock`` (``flock``) for as long as it works on the output
+  (``oblivio forget`` takes it before unlearning), so a second writer fails at once with a clear
+  error instead of racing.
+- Under the lock it first recovers the output (``recover_checkpoint``): an interrupted commit is
+  finished, stray temporary files (``.model.safetensors.*.tmp``, ``.model.json.*.tmp``) are deleted.
+- The new weights, sidecar and any companion files (the forget split) are written completely to
+  hidden temporary names; then ``io.commit_files`` writes a journal ``.model.safetensors.commit``
+  naming them (the commit point), renames each onto its final name and deletes the journal.
+  Killed before the commit point: the previous pair is untouched. Killed after: the next reader
+  or writer rolls the commit forward. Either way the pair on disk is the old one or the new one.
+- ``load_checkpoint`` reads the weights once, checks their SHA-256 against the sidecar and, on a
+  mismatch while a commit is in flight or interrupted, waits for / finishes it and reads again,
+  so a reader never accepts (nor wrongly rejects) a half-committed pair.
 """
 from __future__ import annotations
 
@@ -9,16 +25,17 @@ import hashlib
 import json
 import os
 import platform
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes, save_file
 from torch import nn
 
 from .errors import OblivioError
-from .io import atomic_path, atomic_write_text
+from .io import atomic_files, journal_path, output_lock, recover_files, release_lock, try_lock
 from .models import build_model
 
 FORMAT = "oblivio-checkpoint/1"
@@ -34,6 +51,35 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def checkpoint_files(path: str | os.PathLike, companions: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
+    """The files committed together for checkpoint ``path``: weights, sidecar, then companions."""
+    return [Path(path), sidecar_path(path), *(Path(c) for c in companions)]
+
+
+def split_companion(path: str | os.PathLike) -> Path:
+    """Where ``oblivio forget`` keeps the forget split of checkpoint ``path``: ``<stem>.split.json``."""
+    path = Path(path)
+    return path.parent / f"{path.stem}.split.json"
+
+
+def recover_checkpoint(path: str | os.PathLike) -> bool:
+    """Finish an interrupted commit of ``path`` and delete its stray temp files (call under ``checkpoint_lock``)."""
+    return recover_files(checkpoint_files(path, (split_companion(path),)))
+
+
+def checkpoint_lock(path: str | os.PathLike):
+    """Context manager: the exclusive writer lock of checkpoint ``path`` (re-entrant); recovers the output on entry."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def held():
+        with output_lock(path, what="--out"):
+            recover_checkpoint(path)
+            yield
+
+    return held()
 
 
 def model_hash(model: nn.Module) -> str:
@@ -57,8 +103,12 @@ def save_checkpoint(
     split: dict | None = None,
     training: dict | None = None,
     extra: dict[str, Any] | None = None,
+    companions: dict[str | os.PathLike, Any] | None = None,
 ) -> Path:
-    """Write ``model`` to ``path`` (.safetensors) and its sidecar (.json), each atomically; return the path.
+    """Write ``model`` to ``path`` (.safetensors) and its sidecar (.json) as one unit; return the path.
+
+    ``companions`` maps further files to commit with the pair to functions writing them (given a
+    temporary path). Raises ``OblivioError`` when another process holds the output's lock.
 
     ``split`` is the forget split's spec (``Split.spec()``), ``training`` how the original model
     was trained (``pipeline.training_spec``); both let an audit rebuild the exact data.
@@ -69,41 +119,80 @@ def save_checkpoint(
     if path.suffix != ".safetensors":
         raise OblivioError(f"checkpoint path must end in .safetensors, got {path.name}")
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        digest = _sha256(tmp)
-    meta = {
-        "format": FORMAT,
-        "arch": arch,
-        "input_shape": list(input_shape),
-        "num_classes": num_classes,
-        "dataset": dataset,
-        "seed": seed,
-        "split": split,
-        "training": training,
-        "weights_sha256": digest,
-        "model_hash": model_hash(model),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"oblivio": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "extra": extra or {},
-    }
-    atomic_write_text(sidecar_path(path), json.dumps(meta, indent=2))
+    companions = dict(companions or {})
+    with checkpoint_lock(path), atomic_files(checkpoint_files(path, tuple(companions))) as tmp:
+        save_file(state, str(tmp[path]), metadata={"format": FORMAT})
+        meta = {
+            "format": FORMAT,
+            "arch": arch,
+            "input_shape": list(input_shape),
+            "num_classes": num_classes,
+            "dataset": dataset,
+            "seed": seed,
+            "split": split,
+            "training": training,
+            "weights_sha256": _sha256(tmp[path]),
+            "model_hash": model_hash(model),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {"oblivio": __version__, "torch": torch.__version__, "python": platform.python_version()},
+            "extra": extra or {},
+        }
+        tmp[sidecar_path(path)].write_text(json.dumps(meta, indent=2))
+        for dest, write in companions.items():
+            write(tmp[Path(dest)])
     return path
 
 
 def read_sidecar(path: str | os.PathLike) -> dict:
     side = sidecar_path(path)
-    if not Path(path).is_file():
+    path = Path(path)
+    if path.is_dir():
+        raise OblivioError(f"checkpoint {path} is a directory; give the .safetensors file written by oblivio")
+    if not path.is_file():
         raise OblivioError(f"checkpoint not found: {path}")
-    if not side.is_file():
+    if side.is_dir() or not side.is_file():
         raise OblivioError(f"checkpoint {path} has no sidecar {side.name}; it was not written by oblivio")
     try:
         meta = json.loads(side.read_text())
     except json.JSONDecodeError as e:
         raise OblivioError(f"sidecar {side} is not valid JSON: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise OblivioError(f"cannot read sidecar {side}: {e}") from None
+    if not isinstance(meta, dict):
+        raise OblivioError(f"sidecar {side} must hold a JSON object, found {type(meta).__name__}: {json.dumps(meta)[:40]}")
     if meta.get("format") != FORMAT:
         raise OblivioError(f"sidecar {side} has unknown format {meta.get('format')!r}")
+    for key, kind in (("weights_sha256", str), ("input_shape", list), ("num_classes", int)):
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            raise OblivioError(f"sidecar {side}: field {key!r} is missing or not a {kind.__name__}")
     return meta
+
+
+def _read_pair(path: Path) -> tuple[dict, bytes]:
+    """The sidecar and the weights' bytes of ``path``, consistent with each other.
+
+    A hash mismatch while a commit is in flight (or was interrupted) is waited for / rolled
+    forward and the pair read again; a mismatch that persists is an error.
+    """
+    for attempt in range(20):
+        meta = read_sidecar(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise OblivioError(f"cannot read checkpoint {path}: {e}") from None
+        if hashlib.sha256(raw).hexdigest() == meta["weights_sha256"]:
+            return meta, raw
+        if not journal_path(path).exists() and attempt >= 2:
+            break
+        fd = try_lock(path, wait=0.5)  # free lock + journal: its writer died mid-commit, finish it
+        if fd is not None:
+            try:
+                recover_checkpoint(path)
+            finally:
+                release_lock(fd, path)
+        else:
+            time.sleep(0.05)
+    raise OblivioError(f"checkpoint {path} does not match its sidecar: the weights' SHA-256 differs")
 
 
 def load_checkpoint(
@@ -115,17 +204,28 @@ def load_checkpoint(
     there after loading (None: the CPU, or where ``model`` is). Refuses weights whose hash, keys or
     shapes do not match the sidecar or the model.
     """
-    meta = read_sidecar(path)
-    if _sha256(Path(path)) != meta["weights_sha256"]:
-        raise OblivioError(f"checkpoint {path} does not match its sidecar: the weights' SHA-256 differs")
+    path = Path(path)
+    if journal_path(path).exists():  # an interrupted commit: finish it when no writer holds the output
+        fd = try_lock(path)
+        if fd is not None:
+            try:
+                recover_checkpoint(path)
+            finally:
+                release_lock(fd, path)
+    meta, raw = _read_pair(path)
+    try:
+        state = load_bytes(raw)
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise OblivioError(f"cannot read checkpoint {path}: {e}") from None
     if model is None:
         if not meta.get("arch"):
             raise OblivioError(f"checkpoint {path} holds a custom architecture; pass the model to load it into")
-        model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"])
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises its own error types for corrupt files
-        raise OblivioError(f"cannot read checkpoint {path}: {e}") from None
+        try:
+            model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"])
+        except OblivioError:
+            raise
+        except (TypeError, ValueError, KeyError) as e:
+            raise OblivioError(f"sidecar of {path} describes a model that cannot be built: {e}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from .errors import OblivioError
+from .validation import validate_arrays
 
 FASHION_MNIST_ENV = "OBLIVIO_FASHION_MNIST_DIR"
 FASHION_MNIST_DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
@@ -75,6 +76,9 @@ class Dataset:
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "Dataset":
         """A smaller copy with the first n_train/n_test samples of a seeded permutation."""
+        for what, n in (("n_train", n_train), ("n_test", n_test)):
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+                raise OblivioError(f"{what} must be a positive integer (None = every sample), got {n!r}")
         g = torch.Generator().manual_seed(seed)
         tr = torch.randperm(len(self.y_train), generator=g)[: n_train or len(self.y_train)].sort().values
         te = torch.randperm(len(self.y_test), generator=g)[: n_test or len(self.y_test)].sort().values
@@ -113,6 +117,14 @@ def _labels(y: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.asarray(y).astype(np.int64))
 
 
+def _checked(info: DatasetInfo, x_tr, y_tr, x_te, y_te, scale: float, source: str, keys=None) -> Dataset:
+    """A Dataset from arrays after ``validation.validate_arrays`` (finite, integer labels in range, lengths)."""
+    arrays, _ = validate_arrays({"train": (x_tr, y_tr), "test": (x_te, y_te)}, source=source,
+                                num_classes=info.num_classes, keys=keys)
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    return Dataset(info, _images(x_tr, scale), _labels(y_tr), _images(x_te, scale), _labels(y_te))
+
+
 @register_dataset("digits")
 def load_digits(root=None, test_fraction: float = 0.2) -> Dataset:
     """scikit-learn's bundled 8x8 digits (1,797 images), split 80/20 stratified with a fixed seed."""
@@ -123,7 +135,9 @@ def load_digits(root=None, test_fraction: float = 0.2) -> Dataset:
     x = d.images.reshape(-1, 1, 8, 8)
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=test_fraction, stratify=d.target, random_state=0)
     info = DatasetInfo("digits", 10, (1, 8, 8))
-    return Dataset(info, _images(x_tr, 16.0), _labels(y_tr), _images(x_te, 16.0), _labels(y_te))
+    if root is not None:
+        raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
+    return _checked(info, x_tr, y_tr, x_te, y_te, 16.0, "digits")
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -165,9 +179,10 @@ def load_fashion_mnist(root=None) -> Dataset:
         )
     x_tr, y_tr, x_te, y_te = (read_idx(p) for p in paths)
     info = DatasetInfo("fashion-mnist", 10, (1, 28, 28))
-    return Dataset(
-        info, _images(x_tr[:, None], 255.0), _labels(y_tr), _images(x_te[:, None], 255.0), _labels(y_te)
-    )
+    if x_tr.ndim != 3 or x_te.ndim != 3:
+        raise OblivioError(f"{directory}: Fashion-MNIST images must be (N, 28, 28), got {x_tr.shape} and {x_te.shape}")
+    return _checked(info, x_tr[:, None], y_tr, x_te[:, None], y_te, 255.0, str(directory),
+                    keys={"train": (paths[0].name, paths[1].name), "test": (paths[2].name, paths[3].name)})
 
 
 def _unpickle(path: Path) -> dict:
@@ -190,11 +205,15 @@ def _cifar(root, name: str, train_files: list[str], test_file: str, label_key: s
     def stack(bs):
         x = np.concatenate([np.asarray(b["data"], dtype=np.uint8).reshape(-1, 3, 32, 32) for b in bs])
         y = np.concatenate([np.asarray(b[label_key]) for b in bs])
-        return _images(x, 255.0), _labels(y)
+        return x, y
 
-    x_tr, y_tr = stack(batches[:-1])
-    x_te, y_te = stack(batches[-1:])
-    return Dataset(DatasetInfo(name, classes, (3, 32, 32)), x_tr, y_tr, x_te, y_te)
+    try:
+        x_tr, y_tr = stack(batches[:-1])
+        x_te, y_te = stack(batches[-1:])
+    except (KeyError, TypeError, ValueError) as e:
+        raise OblivioError(f"{directory}: not a {name} python-version batch directory ({type(e).__name__}: {e})") from None
+    return _checked(DatasetInfo(name, classes, (3, 32, 32)), x_tr, y_tr, x_te, y_te, 1.0, str(directory),
+                    keys={"train": ("data", label_key), "test": ("data", label_key)})
 
 
 @register_dataset("cifar10")
@@ -209,42 +228,77 @@ def load_cifar100(root=None) -> Dataset:
     return _cifar(root, "cifar100", ["train"], "test", "fine_labels", 100)
 
 
-def _as_images(x) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(x)).float()
+def _as_images(x: np.ndarray) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     if t.ndim == 2:  # flat features -> (N, 1, 1, D)
         t = t[:, None, None, :]
     elif t.ndim == 3:  # grayscale (N, H, W)
         t = t[:, None]
-    if t.ndim != 4:
-        raise OblivioError(f"images must have 2, 3 or 4 dimensions, got shape {tuple(t.shape)}")
     return t
 
 
-def from_arrays(x_train, y_train, x_test, y_test, name: str = "custom", num_classes: int | None = None) -> Dataset:
-    """Wrap user arrays/tensors (images as (N,C,H,W), (N,H,W) or flat (N,D)) as a Dataset."""
-    xs = [_as_images(x_train), _as_images(x_test)]
-    ys = [torch.as_tensor(np.asarray(y)).long().reshape(-1) for y in (y_train, y_test)]
-    if xs[0].shape[1:] != xs[1].shape[1:]:
-        raise OblivioError(f"train and test images differ in shape: {tuple(xs[0].shape[1:])} vs {tuple(xs[1].shape[1:])}")
-    k = num_classes or int(torch.cat(ys).max()) + 1
-    return Dataset(DatasetInfo(name, k, tuple(xs[0].shape[1:])), xs[0], ys[0], xs[1], ys[1])
+def _numpy(a) -> np.ndarray:
+    return a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+def from_arrays(x_train, y_train, x_test, y_test, name: str = "custom", num_classes: int | None = None,
+                *, source: str | None = None, keys: dict | None = None) -> Dataset:
+    """Wrap user arrays/tensors (images as (N,C,H,W), (N,H,W) or flat (N,D)) as a Dataset.
+
+    Every array is checked first (``oblivio.validation``): finite pixels, integer labels in
+    ``[0, num_classes)`` (inferred as max + 1 when not given, every class needing a sample), matching
+    lengths, one image shape. ``source``/``keys`` name the file and arrays in error messages.
+    """
+    arrays, k = validate_arrays(
+        {"train": (_numpy(x_train), _numpy(y_train)), "test": (_numpy(x_test), _numpy(y_test))},
+        source=source or (name if name != "custom" else None), num_classes=num_classes, keys=keys,
+    )
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    xs = [_as_images(x_tr), _as_images(x_te)]
+    return Dataset(DatasetInfo(name, k, tuple(xs[0].shape[1:])), xs[0], _labels(y_tr), xs[1], _labels(y_te))
 
 
 @register_dataset("npz")
 def load_npz(root=None, path: str | os.PathLike | None = None, test_fraction: float = 0.2) -> Dataset:
-    """A user's ``.npz`` with ``x``/``y`` (split seeded) or ``x_train``/``y_train``/``x_test``/``y_test``."""
+    """A user's ``.npz`` with ``x``/``y`` (split seeded) or ``x_train``/``y_train``/``x_test``/``y_test``.
+
+    An optional scalar ``num_classes`` array declares the class count (else max label + 1).
+    """
     path = Path(path or root or "")
+    if path.is_dir():
+        raise OblivioError(f"{path} is a directory; the npz dataset needs a .npz file (--data-dir file.npz)")
     if not path.is_file():
         raise OblivioError(f"npz file not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        keys = set(z.files)
-        if {"x_train", "y_train", "x_test", "y_test"} <= keys:
-            return from_arrays(z["x_train"], z["y_train"], z["x_test"], z["y_test"], name=path.stem)
-        if {"x", "y"} <= keys:
-            from sklearn.model_selection import train_test_split
+    try:
+        z = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise OblivioError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise OblivioError(f"{path}: a single .npy array, not an .npz archive with x/y arrays")
+    with z:
+        try:
+            keys = set(z.files)
+            declared = None
+            if "num_classes" in keys:
+                value = z["num_classes"]
+                if value.shape != () or value.dtype.kind not in "iu":
+                    raise OblivioError(f"{path}: num_classes must be a scalar integer, got {value!r}")
+                declared = int(value)
+            if {"x_train", "y_train", "x_test", "y_test"} <= keys:
+                return from_arrays(z["x_train"], z["y_train"], z["x_test"], z["y_test"], name=path.stem,
+                                   num_classes=declared, source=str(path))
+            if {"x", "y"} <= keys:
+                from sklearn.model_selection import train_test_split
 
-            x_tr, x_te, y_tr, y_te = train_test_split(z["x"], z["y"], test_size=test_fraction, random_state=0)
-            return from_arrays(x_tr, y_tr, x_te, y_te, name=path.stem)
+                arrays, k = validate_arrays({"all": (z["x"], z["y"])}, source=str(path), num_classes=declared,
+                                            keys={"all": ("x", "y")})
+                x, y = arrays["all"]
+                if len(y) < 2:
+                    raise OblivioError(f"{path}: x/y hold {len(y)} sample(s); at least 2 are needed to split train and test")
+                x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=0)
+                return from_arrays(x_tr, y_tr, x_te, y_te, name=path.stem, num_classes=declared or k, source=str(path))
+        except (ValueError, OSError, EOFError) as e:  # zip members that are not valid .npy arrays
+            raise OblivioError(f"{path}: cannot read arrays ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     raise OblivioError(f"{path}: expected arrays 'x' and 'y' (or x_train/y_train/x_test/y_test), found {sorted(keys)}")
 
 
@@ -252,6 +306,6 @@ def load_from_spec(spec: dict) -> Dataset:
     """Load a dataset from the ``{"name", "root", "n_train", "n_test", "seed"}`` dict stored in sidecars."""
     extra = {"path": spec["path"]} if spec.get("path") else {}
     data = load_dataset(spec["name"], root=spec.get("root"), **extra)
-    if spec.get("n_train") or spec.get("n_test"):
+    if spec.get("n_train") is not None or spec.get("n_test") is not None:
         data = data.subset(spec.get("n_train"), spec.get("n_test"), seed=spec.get("subset_seed", 0))
     return data

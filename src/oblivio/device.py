@@ -37,15 +37,13 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if not _DEVICE.match(spec):
         raise OblivioError(f"--device {spec}: unknown device; choose auto, cpu, cuda or cuda:N")
     if spec == "auto":
-        spec = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise OblivioError(f"--device {spec}: no CUDA device is available")
     dev = torch.device(spec)
-    if dev.index is None:  # name the device as tensors on it report theirs ("cuda:0"), so devices compare equal
-        return torch.device("cuda", torch.cuda.current_device())
-    if dev.index >= torch.cuda.device_count():
+    if dev.index is not None and dev.index >= torch.cuda.device_count():
         raise OblivioError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available")
     return dev
 
@@ -60,16 +58,13 @@ def check_amp(amp: str | None) -> str | None:
 
 
 def autocast(device: torch.device | str, amp: str | None):
-    """Autocast context for ``amp`` on ``device`` (a no-op context when ``amp`` is None).
-
-    The cast-weight cache is off: a method runs whole inside one context and steps its optimiser
-    there, and with the cache on, later forwards would reuse bf16 copies of the weights from before
-    those steps (measured: every retain-set method ended at chance accuracy on a digits CNN).
-    """
+    """Autocast context for ``amp`` on ``device`` (a no-op context when ``amp`` is None)."""
     amp = check_amp(amp)
     dev = torch.device(device)
     if amp is None:
         return contextlib.nullcontext()
+    # no weight-cast cache: a method runs many optimiser steps inside one context, and cached bf16 copies
+    # of the weights would make every forward pass after the first ignore the updates
     return torch.autocast(device_type=dev.type, dtype=torch.bfloat16, cache_enabled=False)
 
 

@@ -28,9 +28,12 @@ class MLP(nn.Module):
 class SmallCNN(nn.Module):
     """LeNet-like: two 3x3 conv blocks (32, 64 channels) with BatchNorm and pooling, then two linear layers.
 
-    BatchNorm after each convolution (``batchnorm=True``, the default) makes the net fit its
-    training set several times faster on un-normalised [0, 1] images (measured on a 2,700-image
-    Fashion-MNIST pool: see benchmarks/RESULTS.md); ``batchnorm=False`` is the earlier plain net.
+    BatchNorm after each convolution (``batchnorm=True``, the default) speeds up the early epochs on
+    un-normalised [0, 1] images and generalises a little better; ``batchnorm=False`` is the earlier
+    plain net. Measured on seed 0's 2,700-image Fashion-MNIST pool (one-cycle SGD, train accuracy in
+    eval mode): 430 steps (10 epochs, batch 64, lr 0.05, wd 5e-4) 89.9% vs 79.9% plain; 860 steps
+    95.9% vs 86.2%. What made originals memorise was the recipe, not the layer: 2,550 steps (30
+    epochs, batch 32, lr 0.1, no weight decay) give 99.7% (test 86.3%) vs 99.4% plain (test 84.0%).
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int, width: int = 32, batchnorm: bool = True):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_write_text
+from .errors import OblivioError
+from .io import atomic_files, output_lock, recover_files
 
 ROLE_LABEL = {"original": "original (before)", "unlearned": "unlearned (after)", "retrained": "retrained (gold standard)"}
 ROLE_COLOR = {"original": "#9ca3af", "unlearned": "#2563eb", "retrained": "#16a34a"}
@@ -292,8 +293,13 @@ samples. A curve on the diagonal (AUC 0.5) means the model treats the forget set
 def write_report(result, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``audit.json`` and ``report.html`` into ``out_dir`` (each atomically); return both paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise OblivioError(f"audit output {out} is a file; give a directory for audit.json and report.html")
     json_path, html_path = out / "audit.json", out / "report.html"
-    atomic_write_text(json_path, json.dumps(result.to_dict(), indent=2))
-    atomic_write_text(html_path, render_html(result))
+    doc, html = json.dumps(result.to_dict(), indent=2), render_html(result)  # render first: nothing written on error
+    with output_lock(json_path, what="--out"):
+        recover_files([json_path, html_path])
+        with atomic_files([json_path, html_path]) as tmp:  # both or neither (a full disk keeps the previous pair)
+            tmp[json_path].write_text(doc)
+            tmp[html_path].write_text(html)
     return json_path, html_path

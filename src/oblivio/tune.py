@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -69,6 +70,7 @@ class TuneResult:
     validation: str  # what the validation request is
     trials: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    default_number: int | None = None  # the trial that ran the defaults
 
     @property
     def options(self) -> dict[str, Any]:
@@ -149,6 +151,21 @@ class ModelCache:
         spec = {"role": "retrain", "validation": True, "scenario_spec": asdict(split.scenario),
                 "forget": split.hashes()["forget"], "seed": split.seed}
         return self._trained(spec, split, split.retain, split.seed)
+
+
+def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_dir: str | Path,
+                       data: Dataset | None = None) -> str:
+    """Train (or find in ``cache_dir``) the original and retrained model of ``scenario``'s validation request.
+
+    Run once per scenario before tuning several methods in parallel, so that they do not all train
+    the same models at once. Returns the validation request's description.
+    """
+    data = data if data is not None else load_from_spec(cfg.dataset)
+    vsplit, described = validation_split(data, cfg, scenario, cfg.seeds[0] if seed is None else int(seed))
+    models = ModelCache(cfg, data, Store(Path(cache_dir)))
+    models.original(vsplit)
+    models.retrain(vsplit)
+    return described
 
 
 def search_space_of(method: str) -> Callable[[Any], dict[str, Any]]:
@@ -296,11 +313,12 @@ def tune(
     if not complete:
         raise OblivioError(f"tune: every trial of {method!r} failed, e.g. {rows[-1]['error'] if rows else '?'}")
     best = min(complete, key=lambda r: (r["value"], r["number"]))
-    first = rows[0] if rows and rows[0]["params"] == defaults and rows[0]["state"] == "COMPLETE" else None
+    first = next((r for r in rows if r["params"] == defaults and r["state"] == "COMPLETE"), None)
     return TuneResult(method=method, scenario=scenario, seed=seed, study_name=name, storage=storage, budget=trials,
                       ran=ran, best_params=dict(best["params"]), best_value=float(best["value"]),
                       default_value=None if first is None else float(first["value"]), validation=described,
-                      trials=rows, seconds=time.perf_counter() - start)
+                      trials=rows, seconds=time.perf_counter() - start,
+                      default_number=None if first is None else first["number"])
 
 
 @dataclass(frozen=True)
@@ -354,14 +372,16 @@ def _one_trial(run: _TrialRun, data: Dataset) -> dict:
         return float(gap_to_retrain(metrics, run.gold)["avg_gap"])
 
     s = optuna.load_study(study_name=run.name, storage=open_storage(run.storage))
-    s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(run.seed, len(s.trials)), n_startup_trials=run.n_startup)
+    s.sampler = optuna.samplers.TPESampler(seed=_sampler_seed(run.seed, len(s.trials), run.name),
+                                           n_startup_trials=run.n_startup)
     mine: list[int] = []
     s.optimize(objective, n_trials=1, catch=(OblivioError,), callbacks=[lambda _, trial: mine.append(trial.number)])
     return next(r for r in _trial_rows(s) if r["number"] == mine[0])
 
 
-def _sampler_seed(seed: int, number: int) -> int:
-    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+def _sampler_seed(seed: int, number: int, study: str) -> int:
+    """The sampler seed of trial ``number``: from the seed and the study (so methods and scenarios draw differently)."""
+    return int(np.random.SeedSequence([seed, number, zlib.crc32(study.encode())]).generate_state(1)[0])
 
 
 def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, Any]:
@@ -369,5 +389,5 @@ def tuned_options(result: TuneResult, fixed: dict | None = None) -> dict[str, An
     return dict(fixed or {}) | result.options
 
 
-__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "study_name", "tune", "tuned_options",
-           "validation_split"]
+__all__ = ["TuneResult", "VALIDATION_SEED_OFFSET", "default_params", "prepare_validation", "study_name", "tune",
+           "tuned_options", "validation_split"]

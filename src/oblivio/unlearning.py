@@ -99,6 +99,7 @@ def unlearn(
     arch: str | None = None,
     seed: int = 0,
     config: Any = None,
+    verify: bool = True,
     device: torch.device | str | None = "auto",
     amp: str | None = None,
     **options: Any,
@@ -109,6 +110,10 @@ def unlearn(
     forgotten classes / backdoor target) from it. Extra keyword options set the method's config.
     The method runs on ``device`` (``auto`` = CUDA when present; None = where ``model`` is; the input
     model is never moved) and the result lives there; ``amp="bf16"`` runs it under bf16 autocast.
+    With ``verify`` (default) the result is checked before it is returned
+    (``verification.verify_unlearning``): a model that did not change, or whose forget-set score
+    did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);
+    ``info["verified"]`` says what changed.
     """
     if split is not None:
         forget = split.forget if forget is None else forget
@@ -140,7 +145,12 @@ def unlearn(
     )
     torch.manual_seed(seed)
     try:
-        return unlearner.unlearn(model, data, amp=amp)
+        result = unlearner.unlearn(model, data, amp=amp)
     except OblivioError as e:
         msg = str(e) if repr(unlearner.name) in str(e) else f"method {unlearner.name!r}: {e}"
         raise OblivioError(msg if "original model" in msg else f"{msg}; the original model is kept") from None
+    if verify:
+        from .verification import verify_unlearning
+
+        result.info["verified"] = verify_unlearning(model, result, data)
+    return result

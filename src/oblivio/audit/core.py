@@ -29,7 +29,7 @@ from .metrics import (
     threshold_attack,
     time_ratio,
 )
-from .verdict import verdict
+from .verdict import remaining_test_accuracy, verdict
 
 ROLES = ("original", "unlearned", "retrained")
 
@@ -155,7 +155,9 @@ def audit(
         gap=gap,
         time={"seconds": seconds, "retrain_seconds": retrain_seconds, "ratio": time_ratio(seconds, retrain_seconds)},
         lira=lira,
-        verdict=verdict(metrics["unlearned"], split, metrics.get("retrained"), metrics.get("original")),
+        verdict=verdict(metrics["unlearned"], split, metrics.get("retrained"), metrics.get("original"),
+                        remaining={role: remaining_test_accuracy(*out.test, split.forget_classes) for role, out in outputs.items()}
+                        if split.forget_classes else None),
         method=method,
         curves=curves,
     )

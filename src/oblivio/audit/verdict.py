@@ -34,11 +34,25 @@ def _failure_kind(check: dict) -> str:
     return "Not forgotten" if still_knows else "Over-forgotten"
 
 
-def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None) -> dict:
+def remaining_test_accuracy(logits, labels, forget_classes) -> float:
+    """Test accuracy (percent) on the samples whose class is not forgotten."""
+    import torch
+
+    keep = ~torch.isin(labels, torch.tensor(tuple(forget_classes), dtype=labels.dtype))
+    if not keep.any():
+        return float("nan")
+    return 100.0 * float((logits[keep].argmax(1) == labels[keep]).double().mean())
+
+
+def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None,
+            remaining: dict[str, float] | None = None) -> dict:
     """Checks and a one-line headline: status "pass" (forgotten), "warn" (forgotten but utility lost, or proxy only) or "fail".
 
     When the original model already passes the same forgetting checks, the headline says so: the
-    forget set left no measurable trace to remove.
+    forget set left no measurable trace to remove. For class forgetting without a retrained model,
+    utility is test accuracy on the remaining classes only (``remaining``: role -> percent, see
+    ``remaining_test_accuracy``): the original's accuracy on the forgotten class is not utility
+    a faithful unlearned model should keep.
     """
     n_forget, n_test = len(split.forget_idx), len(split.y_test)
     n_trig = len(split.y_test_triggered) if split.y_test_triggered is not None else 0
@@ -62,7 +76,12 @@ def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict 
         else:
             checks.append(_check("forget accuracy", forget_acc, metrics["TA"], tolerance(metrics["TA"], n_forget), "close", "own test accuracy"))
         utility = None
-        if original is not None:
+        if isinstance(split.scenario, ClassForget):
+            if remaining and "unlearned" in remaining and "original" in remaining:
+                n_remain = int(sum(1 for c in split.y_test.tolist() if c not in set(split.forget_classes or ())))
+                utility = _check("test accuracy", remaining["unlearned"], remaining["original"],
+                                 tolerance(remaining["original"], n_remain), "at_least", "original (remaining classes)")
+        elif original is not None:
             utility = _check("test accuracy", metrics["TA"], original["TA"], tolerance(original["TA"], n_test), "at_least", "original")
     if utility is not None:
         checks.append(utility)

@@ -404,15 +404,45 @@ def print_report(result: BenchResult, console: Console) -> None:
     console.print(f"[bold]oblivio bench: {result.config.name}[/]  " + "  ".join(header_lines(result.header)),
                   highlight=False)
     for title, headers, rows in all_tables(result):
-        table = Table(title=title, title_justify="left")
-        for i, name in enumerate(headers):
-            table.add_column(name, justify="left" if i == 0 or name in ("Method", "Scenario") else "right")
-        for r in rows:
-            table.add_row(*r)
-        console.print(table)
+        for table in fit_tables(title, headers, rows, console.width):
+            console.print(table)
     for r in result.errors:
         console.print(f"[red]failed[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}",
                       highlight=False)
     for r in result.warnings:
         console.print(f"[yellow]warning[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['warnings']}",
                       highlight=False)
+
+
+def fit_tables(title: str, headers: list[str], rows: list[list[str]], width: int) -> list[Table]:
+    """``rows`` as rich tables no wider than ``width``: cells never wrap or get cut (no "l1-spa…", no
+    number broken over two lines); headers may wrap at spaces. When the columns do not fit, they are
+    folded into several tables, each repeating the label columns (Method, Scenario, ...)."""
+    labels = [i for i, h in enumerate(headers) if i == 0 or h in ("Method", "Scenario")]
+    values = [i for i in range(len(headers)) if i not in labels]
+
+    def need(i: int) -> int:  # cell width (never wrapped) or the header's longest word, plus padding and border
+        cells = [len(str(r[i])) for r in rows if i < len(r)]
+        return max(cells + [max((len(w) for w in str(headers[i]).split()), default=1)]) + 3
+
+    groups: list[list[int]] = [[]]
+    used = sum(need(i) for i in labels) + 1
+    room = max(width, used + max((need(i) for i in values), default=0))
+    for i in values:
+        if groups[-1] and used + need(i) > room:
+            groups.append([])
+            used = sum(need(i) for i in labels) + 1
+        groups[-1].append(i)
+        used += need(i)
+    tables = []
+    for n, group in enumerate(groups):
+        part = f" ({n + 1}/{len(groups)})" if len(groups) > 1 else ""
+        table = Table(title=title + part, title_justify="left")
+        for i in labels + group:
+            cells = [len(str(r[i])) for r in rows if i < len(r)]
+            table.add_column(headers[i], justify="left" if i in labels else "right", no_wrap=True,
+                             min_width=max(cells, default=1), overflow="fold")
+        for r in rows:
+            table.add_row(*[r[i] for i in labels + group])
+        tables.append(table)
+    return tables

@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -145,7 +145,7 @@ class _Runner:
         the pool: the cell is then a future, resolved by ``run_benchmark``.
         """
         head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
-        key = Store.key(self.base | spec | {"audit": self.audit_code})
+        key = self._cell_key(spec)
 
         def compute() -> dict:
             net, record = model()
@@ -184,6 +184,9 @@ class _Runner:
 
         return self.pool.submit(finish)
 
+    def _cell_key(self, spec: dict) -> str:
+        return Store.key(self.base | spec | {"audit": self.audit_code})
+
     def _method_spec(self, method: str, options: dict | None = None) -> dict:
         options = self.cfg.methods[method] if options is None else options
         return {"method": method, "options": options, "code": self.method_code[method]}
@@ -195,26 +198,31 @@ class _Runner:
             self._splits[seed, scenario] = make_split(self.data, cfg.scenario(scenario), seed, cfg.third_party_fraction)
         return self._splits[seed, scenario]
 
+    def _grid_spec(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
+        """What decides the cell of ``method`` (``original``, ``retrain``, a method, a tuned method) on ``name``."""
+        where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed}
+        if method in ("original", "retrain"):
+            return where | {"method": method}
+        if tuned:
+            return where | self._method_spec(method, self.tuned[(name, method)]) | {"method": self.cfg.tune.label(method)}
+        return where | self._method_spec(method)
+
     def grid_cell(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
         """One cell of the main grid: ``original``, ``retrain`` or a method's (default or ``tuned``) unlearned model."""
         split = self.split(seed, name)
-        where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed}
+        if tuned and (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
+            return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
+                    "error": f"tuning failed: {self.tune_errors[name, method]}"}
+        spec = self._grid_spec(seed, name, method, tuned)
         if method == "original":
-            return self._cell(where | {"method": "original"}, lambda: self.original(split), split, sizes=split.sizes())
+            return self._cell(spec, lambda: self.original(split), split, sizes=split.sizes())
         if method == "retrain":
-            return self._cell(where | {"method": "retrain"},
-                              lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
+            where = {k: v for k, v in spec.items() if k != "method"}
+            return self._cell(spec, lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
                               split, sizes=split.sizes())
-        if tuned:
-            if (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
-                return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
-                        "error": f"tuning failed: {self.tune_errors[name, method]}"}
-            options = self.tuned[(name, method)]
-            spec = where | self._method_spec(method, options) | {"method": self.cfg.tune.label(method)}
-            return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method,
-                                                            options=options), split, options=options)
-        spec = where | self._method_spec(method)
-        return self._cell(spec, lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method), split)
+        options = self.tuned[(name, method)] if tuned else None
+        model = lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method, options=options)  # noqa: E731
+        return self._cell(spec, model, split, **({"options": options} if tuned else {}))
 
     # -- sequential requests ------------------------------------------------------------------------
     def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset]]:
@@ -239,23 +247,27 @@ class _Runner:
         s = self.cfg.sequential
         return {"sequential": {"requests": s.requests, "fraction": s.fraction}, "seed": seed}
 
+    def _sequential_spec(self, seed: int, step: int, method: str) -> dict:
+        where = self._plan(seed) | {"step": step}
+        return where | ({"method": method} if method in ("original", "retrain") else self._method_spec(method))
+
     def sequential_cell(self, seed: int, step: int, method: str) -> dict:
         """The ``original`` or ``retrain``-on-what-remains cell at one step of the sequential requests."""
         split = self.request_splits(seed)[step - 1][0]
-        where = self._plan(seed) | {"step": step}
-        deleted = len(split.forget_idx)
+        spec, deleted = self._sequential_spec(seed, step, method), len(split.forget_idx)
         if method == "original":
-            return self._cell(where | {"method": "original"}, lambda: self.original(split), split, deleted=deleted)
-        return self._cell(where | {"method": "retrain"}, lambda: self._trained(where | {"role": "retrain"}, split.retain, seed),
-                          split, deleted=deleted)
+            return self._cell(spec, lambda: self.original(split), split, deleted=deleted)
+        where = {k: v for k, v in spec.items() if k != "method"}
+        return self._cell(spec, lambda: self._trained(where | {"role": "retrain"}, split.retain, seed), split,
+                          deleted=deleted)
 
     def chain(self, seed: int, method: str) -> list[dict]:
         """Unlearn each request from the previous step's model (cached per step, rebuilt on demand)."""
-        steps, plan = self.request_splits(seed), self._plan(seed)
+        steps = self.request_splits(seed)
         previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])[0]
         docs = []
         for step, (split, request) in enumerate(steps, 1):
-            spec = plan | {"step": step} | self._method_spec(method)
+            spec = self._sequential_spec(seed, step, method)
 
             def model(spec=spec, previous=previous, split=split, request=request) -> tuple[nn.Module, dict]:
                 return self._unlearned(spec, previous, split, method, forget=request)
@@ -269,6 +281,16 @@ class _Runner:
         return docs
 
     # -- jobs ---------------------------------------------------------------------------------------
+    def cell_specs(self, job: "Job") -> list[dict]:
+        """The specs of the cells ``job`` produces (none for an ``original`` job or a failed tuning)."""
+        if job.kind == "grid" or (job.kind == "tuned" and (job.scenario, job.method) in self.tuned):
+            return [self._grid_spec(job.seed, job.scenario, job.method, tuned=job.kind == "tuned")]
+        if job.kind == "sequential":
+            return [self._sequential_spec(job.seed, job.step, job.method)]
+        if job.kind == "chain":
+            return [self._sequential_spec(job.seed, step, job.method) for step in range(1, self.cfg.sequential.requests + 1)]
+        return []
+
     def run(self, job: "Job") -> list[dict]:
         """The cells of one job (none for an ``original`` job, which only fills the model cache)."""
         if job.seed != self._seed:  # keep one seed's models in memory at a time
@@ -276,6 +298,9 @@ class _Runner:
             self._splits.clear()
             self._seed = job.seed
         if job.kind == "original":
+            if self.store.resume and all(self.store.cell_path(self._cell_key(spec)).is_file()
+                                         for later in job.needed_by for spec in self.cell_specs(later)):
+                return []  # every cell starting from it is cached: no need to load (or rebuild) the model
             split = self.split(job.seed, job.scenario) if job.scenario else self.request_splits(job.seed)[0][0]
             try:
                 self.original(split)
@@ -304,6 +329,7 @@ class Job:
     method: str | None = None
     step: int | None = None
     heads: tuple = ()
+    needed_by: tuple = ()  # for an ``original`` job: the jobs that start from its model
 
     @property
     def label(self) -> str:
@@ -348,7 +374,12 @@ def plan_jobs(cfg: BenchConfig) -> list[Task]:
         for method in s.methods:
             heads = tuple({"seed": seed, "step": step, "method": method} for step in range(1, s.requests + 1))
             tasks.append(Task((Job("chain", seed, None, method, heads=heads),), (first,)))
-    return tasks
+    needed_by: dict[int, list[Job]] = {}
+    for task in tasks:
+        for i in task.after:
+            needed_by.setdefault(i, []).append(task.args[0])
+    return [Task((replace(t.args[0], needed_by=tuple(needed_by.get(i, ()))),), t.after) if t.args[0].kind == "original"
+            else t for i, t in enumerate(tasks)]
 
 
 # Runners built in this process, per run: a Ray worker keeps one across the jobs of a run it is given.
@@ -401,6 +432,15 @@ def _tune_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str, method: 
     return tuned_options(result, cfg.methods[method]), record
 
 
+def _prepare_one(cfg: BenchConfig, data: Dataset, out: str, scenario: str) -> str:
+    """Train (or load) the original and retrain of ``scenario``'s validation request into ``out``."""
+    from ..tune import prepare_validation
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    return prepare_validation(cfg, scenario, cfg.tune.seed, Path(out), data)
+
+
 def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
               bar: tqdm | None = None) -> tuple[dict[tuple[str, str], dict], list[dict], dict[tuple[str, str], str]]:
     """Tune every ``tune`` method per scenario (one task each, trials in order, so any executor gives the same
@@ -415,6 +455,9 @@ def tune_grid(cfg: BenchConfig, data: Any, out: Path, executor: Executor,
     open_storage(storage_url(out / "tune.db"))  # create the tables here, not in several workers at once
     if bar is not None:
         bar.set_postfix_str(f"tuning {len(pairs)} methods x scenarios", refresh=True)
+    # the validation requests' models first (one task per scenario), so parallel tunings share them
+    executor.map(_prepare_one, [Task((cfg, data, str(out.resolve()), name)) for name in cfg.scenarios],
+                 **_resources(cfg, executor))
     results = executor.map(_tune_one, [Task((cfg, data, str(out.resolve()), name, method)) for name, method in pairs],
                            **_resources(cfg, executor))
     tuned, records, errors = {}, [], {}

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..io import atomic_write_text
+from ..errors import OblivioError
+from ..io import OutputLocked, atomic_write_text
 from ..methods import get_method
 from .config import stable_hash
 
@@ -44,7 +45,8 @@ def _jsonable(obj: Any) -> Any:
 class Store:
     """Cells under ``<out>/cells/<key>.json``, models under ``<out>/models/<key>.safetensors``.
 
-    ``computed`` and ``cached`` count the cells of this run made afresh and read from the cache.
+    ``computed`` and ``cached`` count the cells of this run made afresh and read from the cache;
+    ``rebuilt`` the cached models that could not be loaded (damaged) and were built again.
     Without ``resume``, files written since ``since`` (a ``time.time()``; by this run's other
     workers) are still reused, so a model is built once per run whichever process needs it.
     """
@@ -55,6 +57,7 @@ class Store:
         self.since = since
         self.computed = 0
         self.cached = 0
+        self.rebuilt = 0
 
     @staticmethod
     def key(spec: dict) -> str:
@@ -99,10 +102,16 @@ class Store:
         """The cached model ``key`` and its record (``seconds``, ``info``), or ``build()``'s result saved as a checkpoint."""
         path = self.model_path(key)
         if self._reusable(path):
-            model, sidecar = load_checkpoint(path)
-            return model, sidecar["extra"]
+            try:
+                model, sidecar = load_checkpoint(path)
+                return model, sidecar["extra"]
+            except OblivioError:
+                self.rebuilt += 1  # a damaged or foreign file: build the model again and replace it
         model, record = build()
         record = _jsonable(record)
-        save_checkpoint(path, model, arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
-                        num_classes=meta["num_classes"], dataset=meta["dataset"], seed=meta["seed"], extra=record)
+        try:
+            save_checkpoint(path, model, arch=meta["arch"], input_shape=tuple(meta["input_shape"]),
+                            num_classes=meta["num_classes"], dataset=meta["dataset"], seed=meta["seed"], extra=record)
+        except OutputLocked:
+            pass  # another worker is writing the same key (same inputs, same model): its file will do
         return model, record

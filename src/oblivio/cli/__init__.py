@@ -5,6 +5,8 @@ import importlib
 import pkgutil
 import sys
 
+from rich.markup import escape
+
 from ..errors import OblivioError
 from .app import app, console
 
@@ -18,7 +20,11 @@ def main() -> None:
     try:
         app()
     except OblivioError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:  # a full disk, a vanished file: still one line, not a traceback
+        where = f" {e.filename}" if getattr(e, "filename", None) else ""
+        console.print(f"[bold red]error:[/]{escape(where)} {escape(e.strerror or str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 
 

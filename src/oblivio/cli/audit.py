@@ -7,8 +7,10 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from ..errors import OblivioError
+from ..io import check_writable
 from ..device import resolve_device
-from .app import DEVICE_HELP, app, console
+from .app import DEVICE_HELP, StepLog, app, console
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
@@ -37,16 +39,22 @@ def audit(
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
     if (ray or ray_address_) and not lira_shadows:
         raise typer.BadParameter("--ray trains LiRA shadow models in parallel; add --lira-shadows K")
-    with executor_from_options(ray, ray_address_, gpus) as executor:
+    for name, path in (("--checkpoint", checkpoint), ("--original", original), ("--retrained", retrained)):
+        if path is not None and path.is_dir():
+            raise OblivioError(f"{name} {path} is a directory; give the .safetensors file written by oblivio")
+    check_writable(out, kind="dir", what="--out", need_bytes=8 << 20)  # before the audit runs
+    log = StepLog()
+    log.step(f"auditing {checkpoint}" + (f" with {lira_shadows} LiRA shadow models" if lira_shadows else ""))
+    with log.waiting("measuring"), executor_from_options(ray, ray_address_, gpus) as executor:
         result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows,
                                   seed=seed, executor=executor, device=dev)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")
-    table.add_column("metric")
+    table.add_column("metric", overflow="fold")
     roles = [r for r in ("original", "unlearned", "retrained") if r in result.metrics]
     for role in roles:
-        table.add_column(role, justify="right")
+        table.add_column(role, justify="right", no_wrap=True)
     for key in result.metrics["unlearned"]:
         fmt = "{:.3f}" if key in ("AUC", "KS") else "{:.2f}"
         table.add_row(key, *[fmt.format(result.metrics[r][key]) for r in roles])

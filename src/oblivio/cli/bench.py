@@ -6,6 +6,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import OblivioError
 from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
@@ -35,3 +36,6 @@ def bench(
                                amp=amp, deterministic=deterministic)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
+    if result.errors:
+        raise OblivioError(f"{len(result.errors)} benchmark cell(s) failed (listed above as 'failed ...'); "
+                           f"the report marks them; fix and rerun (finished cells are reused)")

@@ -7,14 +7,15 @@ from typing import Any, Optional
 
 import typer
 
-from ..checkpoint import load_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
+from ..io import check_writable
 from ..errors import OblivioError
 from ..pipeline import split_for_request
 from ..scenarios import ClassForget, RandomSubset, Scenario
 from ..training import evaluate
 from ..unlearning import unlearn
 from ..device import check_amp, device_info, resolve_device, set_deterministic
-from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, percent_table
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, StepLog, app, console, describe, percent_table
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -78,42 +79,56 @@ def forget(
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
+    if checkpoint.is_dir():
+        raise OblivioError(f"--checkpoint {checkpoint} is a directory; give the .safetensors file written by oblivio")
     dev = resolve_device(device)
     check_amp(amp)
     if deterministic:
         set_deterministic(True)
-    if out.resolve() == checkpoint.resolve():
-        raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
     if out.suffix != ".safetensors":
         raise OblivioError(f"--out must end in .safetensors, got {out.name}")
+    if out.resolve() == checkpoint.resolve():
+        raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
+    size = checkpoint.stat().st_size if checkpoint.is_file() else 0
+    check_writable(out, what="--out", need_bytes=2 * size + (1 << 20))
     options = parse_options(set_)
     request = build_scenario(scenario, classes, fraction, count, indices)
-    model, meta = load_checkpoint(checkpoint, device=dev)
-    _, split = split_for_request(meta, request)
-    result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {
-        "method": result.method,
-        "config": json_safe(result.config),
-        "seconds": result.seconds,
-        "info": json_safe(result.info),
-        "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
-        "device": device_info(dev),
-        "amp": amp,
-        "deterministic": deterministic,
-    }
-    save_checkpoint(
-        out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
-        dataset=meta.get("dataset"), seed=seed, split=split.spec(), training=meta["training"],
-        extra={"unlearning": record},
-    )
-    split.save(out.parent / f"{out.stem}.split.json")
+    log = StepLog()
+    with checkpoint_lock(out):  # a second writer of the same --out fails here, before any work
+        log.step(f"loading {checkpoint}")
+        model, meta = load_checkpoint(checkpoint, device=dev)
+        log.step("rebuilding the training data and the forget split")
+        _, split = split_for_request(meta, request)
+        log.step(f"unlearning with {method!r}: forget {len(split.forget)} samples ({split.sizes()})")
+        with log.waiting(f"running {method}"):
+            result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
+        log.step(f"verified: {result.info.get('verified')}")
+        record = {
+            "method": result.method,
+            "config": json_safe(result.config),
+            "seconds": result.seconds,
+            "info": json_safe(result.info),
+            "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
+            "device": device_info(dev),
+            "amp": amp,
+            "deterministic": deterministic,
+        }
+        log.step(f"writing {out}")
+        save_checkpoint(
+            out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
+            dataset=meta.get("dataset"), seed=seed, split=split.spec(), training=meta["training"],
+            extra={"unlearning": record}, companions={split_companion(out): split.save},
+        )
     rows = {"original": evaluate(model, split), result.method: evaluate(result.model, split)}
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
-                     if k != "warnings")
+                     if k not in ("verified", "nothing_to_forget", "reason", "warnings"))
     console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}" + (f"; {info}" if info else ""))
     for warning in result.info.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
+    if result.info.get("nothing_to_forget"):
+        console.print(f"[bold yellow]{result.info['verified']}[/]; the model is unchanged", highlight=False)
+    else:
+        console.print(f"verified: {result.info.get('verified')}", highlight=False)
     console.print(f"wrote {out}")

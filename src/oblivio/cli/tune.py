@@ -46,7 +46,7 @@ def tune(
     for column in ("trial", "state", "Avg. Gap", "options"):
         table.add_column(column, justify="right" if column in ("trial", "Avg. Gap") else "left")
     for row in result.trials:
-        table.add_row(str(row["number"]) + (" (defaults)" if row is result.trials[0] and result.default_value is not None else ""), row["state"],
+        table.add_row(str(row["number"]) + (" (defaults)" if row["number"] == result.default_number else ""), row["state"],
                       "-" if row["value"] is None else f"{row['value']:.3f}",
                       ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items()))
     console.print(table)

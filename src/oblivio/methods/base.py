@@ -18,6 +18,7 @@ from torch.utils.data import Dataset as TorchDataset, TensorDataset
 
 from ..device import autocast
 from ..errors import OblivioError
+from ..validation import check_options
 
 COLLAPSE_DROP = 0.2  # retain accuracy falling more than 20 points under the original's is a collapse
 PROBE_SIZE = 512
@@ -41,9 +42,18 @@ class UnlearnData:
     seed: int = 0
 
 
+NOTHING_TO_FORGET = "nothing_to_forget"
+
+
 @dataclass
 class UnlearnResult:
-    """The unlearned model (a new object; the input model is never modified) and what the run did."""
+    """The unlearned model (a new object; the input model is never modified) and what the run did.
+
+    ``info`` convention: a method whose own stopping rule proves there is nothing to forget (e.g.
+    dm's forget set already indistinguishable from unseen data) sets ``info["nothing_to_forget"] =
+    True`` and ``info["reason"]`` (one line); ``oblivio.unlearn`` then reports the
+    unchanged model as done and states why. Any other result must measurably change the model.
+    """
 
     model: nn.Module
     method: str
@@ -65,16 +75,23 @@ class Unlearner(ABC):
     paper: ClassVar[str] = ""
 
     def __init__(self, config: Any = None, **overrides: Any):
-        config = config if config is not None else self.Config()
-        if overrides:
-            known = {f.name for f in dataclasses.fields(self.Config)}
-            unknown = sorted(set(overrides) - known)
-            if unknown:
-                raise OblivioError(
-                    f"method {self.name!r} has no option {', '.join(unknown)}; its options are: {', '.join(sorted(known))}"
-                )
-            config = dataclasses.replace(config, **overrides)
-        self.config = config
+        """Defaults, then ``config`` (a ``Config`` or a dict of options), then ``overrides``; every
+        option is checked by type and range before any work (``validation.check_options``:
+        annotations give the type, field metadata or name conventions the range)."""
+        if isinstance(config, dict):
+            overrides = {**config, **overrides}
+            config = None
+        base = config if config is not None else self.Config()
+        if not isinstance(base, self.Config):
+            raise OblivioError(f"method {self.name!r}: config must be a {self.name} Config or a dict, got {type(base).__name__}")
+        values = {f.name: getattr(base, f.name) for f in dataclasses.fields(self.Config)} | dict(overrides)
+        checked = check_options(f"method {self.name!r}", self.Config, values)
+        try:
+            self.config = dataclasses.replace(base, **checked)
+        except OblivioError:
+            raise
+        except (TypeError, ValueError) as e:  # a method's own __post_init__ check
+            raise OblivioError(f"method {self.name!r}: invalid options: {e}") from None
 
     def unlearn(self, model: nn.Module, data: UnlearnData, *, amp: str | None = None) -> UnlearnResult:
         """Unlearn ``data.forget`` from a copy of ``model`` (on the model's device); time it; refuse NaN/inf
