@@ -37,13 +37,15 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
     if not _DEVICE.match(spec):
         raise OblivioError(f"--device {spec}: unknown device; choose auto, cpu, cuda or cuda:N")
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cpu":
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise OblivioError(f"--device {spec}: no CUDA device is available")
     dev = torch.device(spec)
-    if dev.index is not None and dev.index >= torch.cuda.device_count():
+    if dev.index is None:  # name the device as tensors on it report theirs ("cuda:0"), so devices compare equal
+        return torch.device("cuda", torch.cuda.current_device())
+    if dev.index >= torch.cuda.device_count():
         raise OblivioError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) are available")
     return dev
 
