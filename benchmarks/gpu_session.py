@@ -74,13 +74,13 @@ def groups(methods: list, k: int) -> list[list]:
     return [g for g in (methods[i::k] for i in range(k)) if g]
 
 
-def launch(name: str, cfg: dict, work: Path, device: str, threads: int) -> tuple[subprocess.Popen, Path]:
+def launch(name: str, cfg: dict, work: Path, device: str, threads: int, extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, Path]:
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     out = work / name
     log = open(work / f"{name}.log", "w")
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(cli("bench", "--config", str(path), "--device", device, "--out", str(out), "--no-progress"),
+    proc = subprocess.Popen(cli("bench", "--config", str(path), "--device", device, "--out", str(out), "--no-progress", *extra),
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     return proc, out
 
@@ -91,6 +91,7 @@ def main() -> int:
     ap.add_argument("--budget", type=float, default=470, help="seconds for the grids (after the smoke test)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--method-groups", type=int, default=2, help="processes per scenario for grids with tuning")
+    ap.add_argument("--resnet-amp", default=None, help="--amp for the ResNet-18 grid (e.g. bf16); recorded in its header")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--skip-smoke", action="store_true")
     a = ap.parse_args()
@@ -108,8 +109,10 @@ def main() -> int:
         for scenario in cfg["scenarios"]:
             for i, methods in enumerate(groups(list(cfg["methods"]), k)):
                 name = f"{cfg['name']}-{scenario}-{i}"
-                threads = 2 if cfg["model"] == "resnet18" else 1
-                jobs.append((name, *launch(name, split_config(cfg, scenario, methods, a.tiny), work, a.device, threads)))
+                big = cfg["model"] == "resnet18"
+                extra = ("--amp", a.resnet_amp) if big and a.resnet_amp else ()
+                jobs.append((name, *launch(name, split_config(cfg, scenario, methods, a.tiny), work, a.device,
+                                           2 if big else 1, extra)))
     smoke = None if a.skip_smoke else launch("smoke", smoke_config(a.tiny), work, a.device, 2)[0]
     deadline = time.time() + a.budget
     while time.time() < deadline and any(p.poll() is None for _, p, _ in jobs):
