@@ -109,3 +109,17 @@ def test_dm_under_bf16_autocast_sees_its_own_updates(random30):
     data = UnlearnData(forget=split.forget, num_classes=10, retain=split.retain, third_party=split.third_party)
     info = get_method("dm", max_steps=20).unlearn(original, data, amp="bf16").info
     assert info["steps"] > 0 and info["distance"] < info["initial_distance"] - 0.3, info
+
+
+def test_dm_utility_guard_backs_off_a_step_size_that_wrecks_the_model(digits, original, splits):
+    """lr 0.3 (300x the default) wrecks an MLP in a few Adam steps: the guard restores the last good
+    weights and halves lr until retain accuracy holds, and says so in info."""
+    split, model = splits["class"], original("class")
+    result = unlearn(model, split=split, method="dm", seed=0, lr=0.3)
+    info = result.info
+    assert info["backoffs"] >= 1 and info["final_lr"] < 0.3 and "lr halved" in info["safeguard"], info
+    assert info["stopped_by"] == "threshold", info
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.05
+    assert accuracy(result.model, split.forget) < 0.1
+    default = unlearn(model, split=split, method="dm", seed=0).info
+    assert "backoffs" not in default and "safeguard" not in default  # quiet when the step size is fine

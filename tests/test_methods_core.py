@@ -38,7 +38,9 @@ def test_baseline_runs_on_a_copy_in_every_scenario(method, scenario, splits, ori
     split, model = splits[scenario], original(scenario)
     before = state(model)
     options = {"epochs": 5} if method == "retrain" else {}  # keep the test fast
-    result = unlearn(model, split=split, method=method, arch="mlp", seed=0, **options)
+    # verify=False: this test is about copy semantics; some defaults legitimately forget nothing here
+    # (ga leaves the digits backdoor in place), which verification refuses (tests/test_verification.py)
+    result = unlearn(model, split=split, method=method, arch="mlp", seed=0, verify=False, **options)
     assert result.model is not model and same_weights(before, state(model))
     assert not same_weights(before, state(result.model))
     assert result.method == method and result.seconds >= 0
