@@ -205,6 +205,20 @@ def _train(value: Any) -> dict:
     return {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
 
 
+def _section(value: Any, name: str, known: set[str], methods: dict[str, dict]) -> tuple[dict, tuple[str, ...]]:
+    """A sub-section (``sequential``, ``tune``) as a dict with only ``known`` keys, and its methods:
+    a subset of the grid's (their options come from there), all of them by default."""
+    section = dict(value)
+    extra = sorted(set(section) - known)
+    if extra:
+        raise OblivioError(f"config: unknown {name} option {', '.join(extra)}; known: {', '.join(sorted(known))}")
+    chosen = tuple(_methods(section["methods"], name)) if "methods" in section else tuple(methods)
+    missing = [m for m in chosen if m not in methods]
+    if missing:
+        raise OblivioError(f"{name}: method {missing[0]!r} is not in the grid's methods (its options come from there)")
+    return section, chosen
+
+
 def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     """Validate a config mapping (as read from YAML) into a ``BenchConfig``."""
     if not isinstance(doc, dict):
@@ -222,26 +236,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     methods = _methods(doc.get("methods", []), "config")
     sequential = None
     if doc.get("sequential"):
-        s = dict(doc["sequential"])
-        extra = sorted(set(s) - {"requests", "fraction", "methods", "seeds"})
-        if extra:
-            raise OblivioError(f"config: unknown sequential option {', '.join(extra)}")
-        seq_methods = tuple(_methods(s["methods"], "sequential")) if "methods" in s else tuple(methods)
-        missing = [m for m in seq_methods if m not in methods]
-        if missing:
-            raise OblivioError(f"sequential: method {missing[0]!r} is not in the grid's methods (its options come from there)")
+        s, seq_methods = _section(doc["sequential"], "sequential", {"requests", "fraction", "methods", "seeds"}, methods)
         sequential = SequentialConfig(int(s.get("requests", 5)), float(s.get("fraction", 0.02)), seq_methods,
                                       _seeds(s.get("seeds", list(seeds)), "sequential"))
     tune = None
     if doc.get("tune"):
-        t = dict(doc["tune"])
-        extra = sorted(set(t) - {"trials", "methods", "seed"})
-        if extra:
-            raise OblivioError(f"config: unknown tune option {', '.join(extra)}; known: methods, seed, trials")
-        tune_methods = tuple(_methods(t["methods"], "tune")) if "methods" in t else tuple(methods)
-        missing = [m for m in tune_methods if m not in methods]
-        if missing:
-            raise OblivioError(f"tune: method {missing[0]!r} is not in the grid's methods (its fixed options come from there)")
+        t, tune_methods = _section(doc["tune"], "tune", {"trials", "methods", "seed"}, methods)
         seed = t.get("seed")
         if seed is not None and not isinstance(seed, int):
             raise OblivioError(f"tune: seed must be an integer, got {seed!r}")

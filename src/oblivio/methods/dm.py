@@ -333,7 +333,7 @@ class DistributionMatching(Unlearner):
         stopped_by = "already_matched" if matched(distance, share) else "budget"
         opt = make_optimizer(model.parameters(), c.optimizer, c.lr) if stopped_by == "budget" else None
         guard = UtilityGuard(model, _subsample(data.retain if data.retain is not None else reference,
-                                               c.utility_samples, data.seed + 3), c.max_utility_drop)
+                                               c.utility_samples, data.seed + 3), c.max_utility_drop) if opt else None
         lr, backoffs = c.lr, 0
         quantile = by_sample or c.mass_objective == "quantile"
         anchor = copy.deepcopy(model) if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
