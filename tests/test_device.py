@@ -168,6 +168,45 @@ def test_ga_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, ori
     assert any("retain accuracy collapsed" in w for w in off.info["warnings"])  # the generic check
 
 
+def test_scrub_safeguard_ends_the_max_steps_before_a_runaway(splits, original):
+    """lr 0.05 with many small forget batches: without the safeguard the max-steps run away (retain 10%)."""
+    split, model = splits["random"], original("random")
+    options = dict(lr=0.05, forget_batch_size=4, msteps=3)
+    result = unlearn(model, split=split, method="scrub", seed=0, **options)
+    info = result.info
+    assert info["safeguard"] == "retain_drop" and info["max_steps"] == info["safeguard_step"] - 1
+    assert info["probe_retain_acc_at_stop"] < info["probe_retain_acc_original"] - 0.15
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.05
+    assert "warnings" not in info
+    off = unlearn(model, split=split, method="scrub", seed=0, max_retain_drop=1.0, **options)
+    assert "safeguard" not in off.info and any("retain accuracy collapsed" in w for w in off.info["warnings"])
+
+
+def test_neggrad_plus_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, original):
+    """With its paper defaults NegGrad+ ascends the forgotten class until retain accuracy is 11%."""
+    split, model = splits["class"], original("class")
+    result = unlearn(model, split=split, method="neggrad+", seed=0)
+    info = result.info
+    assert info["safeguard"] == "retain_drop" and info["steps"] == info["safeguard_step"] - 1
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.07
+    assert accuracy(result.model, split.forget) < 0.5 * accuracy(model, split.forget)
+    off = unlearn(model, split=split, method="neggrad+", seed=0, max_retain_drop=1.0)
+    assert any("retain accuracy collapsed" in w for w in off.info["warnings"])
+
+
+def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(splits, original):
+    """alpha 0.05 shrinks every weight to nothing (retain 10%); the safeguard undoes such epochs and halves lr."""
+    split, model = splits["random"], original("random")
+    result = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05)
+    info = result.info
+    assert info["safeguard"] in ("retain_drop_backoff", "retain_drop_stop") and info["backoffs"] >= 1
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.15
+    off = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05, max_retain_drop=1.0)
+    assert "safeguard" not in off.info and any("retain accuracy collapsed" in w for w in off.info["warnings"])
+    default = unlearn(model, split=split, method="l1-sparse", seed=0)
+    assert "safeguard" not in default.info  # a transient dip of the defaults is left alone
+
+
 def test_boundary_safeguard_stops_fine_tuning_before_a_collapse(splits, original):
     split = splits["random"]
     model = original("random")

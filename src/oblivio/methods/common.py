@@ -1,6 +1,7 @@
 """Small building blocks shared by several unlearning methods."""
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -45,15 +46,21 @@ def run_epochs(
     after_step: Callable[[], None] | None = None,
     after_epoch: Callable[[int], bool] | None = None,
     where: str = "unlearning",
+    guard: "RetainGuard | None" = None,
 ) -> int:
     """Minimise ``loss_fn(logits, y)`` over ``data`` for some epochs; return the number of steps.
 
     ``after_step`` runs after each optimiser step (e.g. to restore masked weights);
     ``after_epoch(epoch)`` after each epoch (1-based), and training stops when it returns False.
+    With an active ``guard``, an epoch after which the retain probe falls too far is undone (weights and
+    momentum) and the learning rate halved, at most ``guard.max_backoffs`` times; then training stops
+    (``guard.backoffs``, ``guard.summary()`` say what happened).
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
+    guarding = guard is not None and guard.active
+    good = copy.deepcopy(model.state_dict()) if guarding else None
     steps = 0
     model.train()
     for epoch in range(epochs):
@@ -66,6 +73,17 @@ def run_epochs(
             if after_step is not None:
                 after_step()
             steps += 1
+        if guarding:
+            if not guard.check(model):
+                model.load_state_dict(good)
+                opt.state.clear()
+                guard.backoff(epoch + 1)
+                if guard.backoffs > guard.max_backoffs:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] /= 2
+                continue
+            good = copy.deepcopy(model.state_dict())
         if after_epoch is not None and not after_epoch(epoch + 1):
             break
     model.eval()
@@ -120,11 +138,14 @@ class RetainGuard:
     Inactive (always True) when there is neither a retain nor a third-party set.
     """
 
-    def __init__(self, model: nn.Module, data, max_drop: float, size: int = 512):
+    def __init__(self, model: nn.Module, data, max_drop: float, size: int = 512, max_backoffs: int = 0):
         from .base import probe_set
 
         probe = probe_set(data, size)
         self.max_drop = max_drop
+        self.max_backoffs = max_backoffs  # for run_epochs: undo an epoch and halve lr at most this often
+        self.backoffs = 0
+        self._backoff: tuple[int, float] | None = None  # (epoch, probe accuracy) of the latest backoff
         self.batches = DeviceData(probe, device_of(model)) if probe is not None else None
         self.baseline = self.accuracy(model) if self.batches is not None else None
         self.last: float | None = self.baseline
@@ -154,6 +175,20 @@ class RetainGuard:
             return True
         self.last = self.accuracy(model)
         return self.last >= self.baseline - self.max_drop
+
+    def backoff(self, epoch: int) -> None:
+        """Note that ``run_epochs`` undid ``epoch`` (1-based) because the last check failed."""
+        self.backoffs += 1
+        self._backoff = (epoch, self.last)
+
+    def summary(self) -> dict:
+        """The ``info`` entry of ``run_epochs``'s backoffs (the latest one): empty when the guard never fired."""
+        if self._backoff is None:
+            return {}
+        epoch, acc = self._backoff
+        return {"safeguard": "retain_drop_stop" if self.backoffs > self.max_backoffs else "retain_drop_backoff",
+                "safeguard_epoch": epoch, "backoffs": self.backoffs,
+                "probe_retain_acc_original": round(self.baseline, 4), "probe_retain_acc_at_stop": round(acc, 4)}
 
     def record(self, what: str, step: int) -> dict:
         """The ``info`` entry of a guard that fired: what it did, when, and the probe accuracies."""
