@@ -9,6 +9,7 @@ import oblivio.bench.runner as runner
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
 from oblivio.errors import OblivioError
+from oblivio.verification import NothingForgotten
 
 METRICS = ("UA", "RA", "TA", "MIA", "AUC", "avg_gap", "seconds", "time_ratio")
 TINY = {
@@ -129,6 +130,20 @@ def test_failed_cell_is_reported_not_cached_and_run_goes_on(first_run, monkeypat
     assert {r["method"]: r["failed"] for r in result.summary} == {"original": 0, "retrain": 0, "ssd": 1}
     assert "method exploded" in (out / "results.md").read_text()
     assert set((out / "cells").iterdir()) == cells  # nothing cached for the failed cell
+
+
+def test_a_result_that_forgot_nothing_is_counted_apart_from_failures(first_run, monkeypatch):
+    _, out, _ = first_run
+
+    def refused(*args, **kwargs):
+        raise NothingForgotten("method 'ssd' did not change the model: nothing was forgotten")
+
+    monkeypatch.setattr(runner, "unlearn", refused)
+    result = run_benchmark(parse_config(TINY | {"methods": [{"ssd": {"alpha": 7.5}}], "sequential": None}), out,
+                           progress=False)
+    row = next(r for r in result.summary if r["method"] == "ssd")
+    assert (row["failed"], row["refused"]) == (0, 1)
+    assert "ssd (1 forgot nothing)" in (out / "results.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -143,6 +143,8 @@ def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
             row["warnings"] = "; ".join(warnings)
         if c.get("error"):
             row["error"] = c["error"]
+            if c.get("refused"):
+                row["refused"] = True
         rows.append(row)
     return rows
 
@@ -182,7 +184,9 @@ def aggregate(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
             values = {r[k] for r in ok if k in r}
             if k not in by and k != "seed" and len(values) == 1:
                 row[k] = values.pop()
-        row |= {"n": len(ok), "failed": len(members) - len(ok), "warned": sum(bool(r.get("warnings")) for r in ok)}
+        refused = sum(bool(r.get("refused")) for r in members)
+        row |= {"n": len(ok), "failed": len(members) - len(ok) - refused, "refused": refused,
+                "warned": sum(bool(r.get("warnings")) for r in ok)}
         for c in cols:
             values = [float(r[c]) for r in ok if c in r]
             if values:
@@ -223,6 +227,8 @@ def _method_label(row: dict) -> str:
     label = row["method"]
     if row.get("failed"):
         label += f" ({row['failed']} failed)"
+    if row.get("refused"):
+        label += f" ({row['refused']} forgot nothing)"
     if row.get("warned"):
         label += f" ({row['warned']} warned)"
     return label
@@ -352,7 +358,7 @@ def to_markdown(result: BenchResult) -> str:
     for title, headers, rows in all_tables(result):
         out += [f"## {title}", "", markdown_table(headers, rows), ""]
     if result.errors:
-        out += ["## Failed cells", ""]
+        out += ["## Failed cells (and results refused because nothing was forgotten)", ""]
         out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}" for r in result.errors]
         out.append("")
     if result.warnings:

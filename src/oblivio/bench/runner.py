@@ -38,6 +38,7 @@ from ..parallel import Executor, SerialExecutor, Task, TaskFailed
 from ..scenarios import Backdoor, RandomSubset, Split, make_split
 from ..training import place, train
 from ..unlearning import unlearn
+from ..verification import NothingForgotten
 from .config import BenchConfig, load_config, stable_hash
 from .report import BenchResult, assemble, machine_header, write_report
 from .store import Store, code_hash, method_code_hash
@@ -68,6 +69,11 @@ def measure_workers() -> int:
 def _first_line(e: Exception) -> str:
     message = str(e) if isinstance(e, OblivioError) else f"{type(e).__name__}: {e}"
     return (message.splitlines() or [type(e).__name__])[0]
+
+
+def _error(e: Exception) -> dict:
+    """A failed cell's record; ``refused`` marks a result that verification refused (it forgot nothing)."""
+    return {"error": _first_line(e)} | ({"refused": True} if isinstance(e, NothingForgotten) else {})
 
 
 def _failed(doc: dict | Future) -> bool:
@@ -159,7 +165,7 @@ class _Runner:
             try:
                 return self.store.cell(key, compute)
             except Exception as e:  # noqa: BLE001 - one broken method must not end a long run; the report lists it
-                return head | {"error": _first_line(e)}
+                return head | _error(e)
         doc = self.store.cached_cell(key)
         if doc is not None:
             return doc
@@ -169,7 +175,7 @@ class _Runner:
             outputs = self.outputs(net, split)
             seconds = time.perf_counter() - start
         except Exception as e:  # noqa: BLE001 - as above
-            return head | {"error": _first_line(e)}
+            return head | _error(e)
 
         def finish() -> dict:
             try:
