@@ -297,8 +297,14 @@ def tune(
                     progress(row)
 
             try:
-                results = executor.map(_one_trial, [Task((shared_run, shared_data)) for _ in range(todo)], finished,
-                                       num_cpus=cfg.threads or 1, num_gpus=executor.gpus())
+                results = []
+                if not isinstance(executor, SerialExecutor) and any(t.state.name == "WAITING" for t in s.trials):
+                    # the enqueued defaults first, here: parallel workers sharing SQLite could both pop the one
+                    # waiting trial (Optuna then fails with UpdateFinishedTrialError)
+                    results.append(_one_trial(run, data))
+                    finished(0, results[0])
+                results += executor.map(_one_trial, [Task((shared_run, shared_data)) for _ in range(todo - len(results))],
+                                        finished, num_cpus=cfg.threads or 1, num_gpus=executor.gpus())
             finally:
                 _TRIAL_STATE.pop(run.token, None)
             ran = len(results)
