@@ -94,6 +94,8 @@ def main() -> int:
     ap.add_argument("--resnet-amp", default=None, help="--amp for the ResNet-18 grid (e.g. bf16); recorded in its header")
     ap.add_argument("--tiny", action="store_true")
     ap.add_argument("--skip-smoke", action="store_true")
+    ap.add_argument("--grids", default=",".join(GRIDS),
+                    help="comma-separated bench configs; e.g. benchmarks/gpu.yaml alone, one process per scenario")
     a = ap.parse_args()
     work = Path(os.environ.get("GPU_SESSION_WORK", ROOT / "runs" / "gpu-session"))
     work.mkdir(parents=True, exist_ok=True)
@@ -103,7 +105,7 @@ def main() -> int:
                           + a.device + "')))"], capture_output=True, text=True, cwd=ROOT).stdout.strip(), flush=True)
 
     jobs = []
-    for grid in GRIDS:
+    for grid in a.grids.split(","):
         cfg = yaml.safe_load((ROOT / grid).read_text())
         k = a.method_groups if cfg.get("tune") else 1
         for scenario in cfg["scenarios"]:
