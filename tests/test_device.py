@@ -207,6 +207,18 @@ def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(sp
     assert "safeguard" not in default.info  # a transient dip of the defaults is left alone
 
 
+def test_ssd_safeguard_raises_alpha_instead_of_collapsing_the_model(splits, original):
+    """SSD's paper defaults dampen ~30% of this MLP's weights on a random 10% request (retain 59%)."""
+    split, model = splits["random"], original("random")
+    result = unlearn(model, split=split, method="ssd", seed=0)
+    info = result.info
+    assert info["safeguard"] == "alpha_raised" and info["final_alpha"] > 10.0
+    assert accuracy(result.model, split.retain) > 0.8
+    off = unlearn(model, split=split, method="ssd", seed=0, max_retain_drop=1.0)
+    assert off.info["dampened"] > info["dampened"]
+    assert any("retain accuracy collapsed" in w for w in off.info["warnings"])
+
+
 def test_boundary_safeguard_stops_fine_tuning_before_a_collapse(splits, original):
     split = splits["random"]
     model = original("random")
