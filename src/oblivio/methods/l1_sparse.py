@@ -14,10 +14,11 @@ layers) collapsed a narrow ResNet-18 on Fashion-MNIST (random 10%: retain 60%, C
 benchmarks/gpu.yaml). After each epoch the retain-probe accuracy is compared with the original's; an
 epoch that costs more than ``max_retain_drop`` (20 points, the bench's collapse level: the penalty
 decays, and later epochs repair smaller dips, e.g. 9 points on digits or 17 on the proxy's class 3,
-which at 15 points were undone and left half the class unforgotten) is undone (weights and momentum) and the learning rate
-halved (``safeguard: retain_drop_backoff``), at most ``max_backoffs`` times; after that the run stops at
-its last good epoch (``retain_drop_stop``). With the paper's own rate and weight (0.01, 5e-4) nothing
-is forgotten on digits (class 3: forget accuracy 74%, backdoor ASR 94%), so those are not the defaults.
+which at 15 points were undone and left half the class unforgotten) is undone (weights and momentum)
+and the learning rate halved (``safeguard: retain_drop_backoff``), at most ``max_backoffs`` times;
+after that the run stops at its last good epoch (``retain_drop_stop``). With the paper's own rate and
+weight (0.01, 5e-4) nothing is forgotten on digits (class 3: forget accuracy 74%, backdoor ASR 94%),
+so those are not the defaults.
 """
 from __future__ import annotations
 

@@ -14,9 +14,9 @@ Safeguard (not in the papers; recorded in ``info`` when it fires): the ascent te
 with these defaults it collapsed memorising models in class and backdoor forgetting (retain accuracy
 10-13% on the memorising Fashion-MNIST CNN, 3 of 3 seeds, H200; 30% on a narrow ResNet-18, CPU).
 After each step the model's accuracy on a 512-sample retain probe is compared with the original's; a
-step that costs more than ``max_retain_drop`` (15 points; at 5 the transient dips of a run that ends at
-retain 99% and forget 0% on digits, retain weight 0.85, already stopped it) is undone and the run stops (``safeguard:
-retain_drop``). A first step that already costs that much is an error: nothing was forgotten.
+step that costs more than ``max_retain_drop`` (15 points; at 5 the transient dips of a run that ends
+at retain 99% and forget 0% on digits, retain weight 0.85, already stopped it) is undone and the run
+stops (``safeguard: retain_drop``). A first step that already costs that much is an error: nothing was forgotten.
 """
 from __future__ import annotations
 

@@ -38,10 +38,10 @@ which samples are pushed, not how far, and a student in train mode (BatchNorm ba
 from the eval-mode teacher from the first step, so on BatchNorm ResNets the runaway starts at once.
 ResNet-18 on full Fashion-MNIST (random 10%, H200) ended at retain 54.6% after all its min-steps; a
 narrow ResNet-18 on 3,600 images (benchmarks/resnet_cpu_proxy.py, seed 0) at 70.9%. With the
-safeguard the latter stops at max-step 8 (probe 96.7% -> 63.7% after it) and ends at retain 97.6%. After each max-step the retain-probe accuracy is
-compared with the original's; a step that costs more than ``max_retain_drop`` is undone, the optimiser
-momentum (which carries the runaway) is dropped and the max-steps end for the run (``safeguard:
-retain_drop``); the min-steps go on. The threshold (15 points) leaves the intended, repairable damage
+safeguard the latter stops at max-step 8 (probe 96.7% -> 63.7% after it) and ends at retain 97.6%.
+After each max-step the retain-probe accuracy is compared with the original's; a step that costs
+more than ``max_retain_drop`` is undone, the optimiser momentum (which carries the runaway) is
+dropped and the max-steps end for the run (``safeguard: retain_drop``); the min-steps go on. The threshold (15 points) leaves the intended, repairable damage
 alone: on the digits backdoor the max-steps cost 10 points, which the min-steps repair (ASR 99% -> 3%).
 """
 from __future__ import annotations
