@@ -165,6 +165,18 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _unless_text(value: Any, parse: Any, expected: str) -> Any:
+    """``value``, with a string parsed by ``parse``; a bool (an int to Python) or unparsable text is refused."""
+    if isinstance(value, bool):
+        raise _Bad(expected)
+    if isinstance(value, str):
+        try:
+            return parse(value.strip())
+        except ValueError:
+            raise _Bad(expected) from None
+    return value
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """``value`` converted to the annotated type ``tp`` (int <- integral float or numeric string, etc.)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -201,26 +213,14 @@ def _coerce(value: Any, tp: Any) -> Any:
             return value
         raise _Bad("true or false")
     if tp is int:
-        if isinstance(value, bool):
-            raise _Bad("an integer")
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                raise _Bad("an integer") from None
+        value = _unless_text(value, int, "an integer")
         if isinstance(value, (int, np.integer)):
             return int(value)
         if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
             return int(value)
         raise _Bad("an integer")
     if tp is float:
-        if isinstance(value, bool):
-            raise _Bad("a number")
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                raise _Bad("a number") from None
+        value = _unless_text(value, float, "a number")
         if isinstance(value, (int, float, np.integer, np.floating)):
             if not math.isfinite(float(value)):
                 raise _Bad("a finite number")
