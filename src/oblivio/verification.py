@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import OblivioError
 from .methods.base import NOTHING_TO_FORGET, UnlearnData, UnlearnResult
-from .training import predict
+from .training import accuracy, attack_success_rate
 
 
 class NothingForgotten(OblivioError):
@@ -35,11 +35,10 @@ def models_differ(a: nn.Module, b: nn.Module) -> bool:
 
 def _forget_score(model: nn.Module, data: UnlearnData) -> tuple[str, float]:
     """The forget-set number that must fall for this request, as (what, percent)."""
-    logits, y = predict(model, data.forget)
-    pred = logits.argmax(1)
     if data.backdoor_target is not None and not data.forget_classes:
-        return "share of triggered forget samples predicted as the target", 100.0 * float((pred == data.backdoor_target).double().mean())
-    return "forget accuracy", 100.0 * float((pred == y).double().mean())
+        return ("share of triggered forget samples predicted as the target",
+                100.0 * attack_success_rate(model, data.forget, data.backdoor_target))
+    return "forget accuracy", 100.0 * accuracy(model, data.forget)
 
 
 def verify_unlearning(original: nn.Module, result: UnlearnResult, data: UnlearnData) -> str:

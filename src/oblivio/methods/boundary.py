@@ -37,7 +37,6 @@ from torch.utils.data import TensorDataset
 
 from ..errors import OblivioError
 from .base import UnlearnData, Unlearner, register
-import copy
 
 from .common import RetainGuard, device_of, require_positive, run_epochs, tensors_of
 
@@ -92,12 +91,12 @@ class BoundaryShrink(Unlearner):
         labels = nearest_wrong_labels(model, x, y, c.bound, c.step, c.attack_steps)
         guard = RetainGuard(model, data, c.max_retain_drop)
         info: dict = {}
-        saved = copy.deepcopy(model.state_dict()) if guard.active else None
+        saved = guard.snapshot(model)
 
         def keep_going(epoch: int) -> bool:
             nonlocal saved
             if guard.check(model):
-                saved = copy.deepcopy(model.state_dict()) if guard.active else None
+                saved = guard.snapshot(model)
                 return True
             if epoch == 1:
                 raise OblivioError(

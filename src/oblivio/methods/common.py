@@ -60,7 +60,7 @@ def run_epochs(
     batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     guarding = guard is not None and guard.active
-    good = copy.deepcopy(model.state_dict()) if guarding else None
+    good = guard.snapshot(model) if guarding else None
     steps = 0
     model.train()
     for epoch in range(epochs):
@@ -83,7 +83,7 @@ def run_epochs(
                 for group in opt.param_groups:
                     group["lr"] /= 2
                 continue
-            good = copy.deepcopy(model.state_dict())
+            good = guard.snapshot(model)
         if after_epoch is not None and not after_epoch(epoch + 1):
             break
     model.eval()
@@ -129,19 +129,38 @@ def tensor_batches(
             yield take(perm[i : i + batch_size])
 
 
+@torch.no_grad()
+def probe_accuracy(model: nn.Module, batches: DeviceData) -> float:
+    """Accuracy on ``batches`` in eval mode (the training mode is restored); raises ``OblivioError`` when the
+    model's outputs are NaN/inf (it diverged)."""
+    from ..errors import OblivioError
+
+    was = model.training
+    model.eval()
+    correct = 0
+    for x, y in batches.epoch(512):
+        logits = model(x)
+        if not torch.isfinite(logits).all():
+            raise OblivioError("the model's outputs became NaN/inf (diverged); lower the learning rate")
+        correct += int((logits.argmax(1) == y).sum())
+    model.train(was)
+    return correct / len(batches)
+
+
 class RetainGuard:
     """Watches accuracy on a small retain probe (third-party samples when there is no retain set) while
     a method runs, against the original model's accuracy on the same probe.
 
     ``check(model)`` returns True while the model is within ``max_drop`` (a share, 0.05 = 5 points) of
     the original's probe accuracy; methods use it to stop (and roll back) before they collapse a model.
-    Inactive (always True) when there is neither a retain nor a third-party set.
+    Inactive (always True) when there is neither a retain nor a third-party set, or when ``max_drop`` >= 1
+    (the methods' ``max_retain_drop=1``: off).
     """
 
     def __init__(self, model: nn.Module, data, max_drop: float, size: int = 512, max_backoffs: int = 0):
         from .base import probe_set
 
-        probe = probe_set(data, size)
+        probe = probe_set(data, size) if max_drop < 1 else None
         self.max_drop = max_drop
         self.max_backoffs = max_backoffs  # for run_epochs: undo an epoch and halve lr at most this often
         self.backoffs = 0
@@ -154,21 +173,13 @@ class RetainGuard:
     def active(self) -> bool:
         return self.batches is not None
 
-    @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
         """Probe accuracy; raises ``OblivioError`` when the model's outputs are NaN/inf (it diverged)."""
-        from ..errors import OblivioError
+        return probe_accuracy(model, self.batches)
 
-        was = model.training
-        model.eval()
-        correct = 0
-        for x, y in self.batches.epoch(512):
-            logits = model(x)
-            if not torch.isfinite(logits).all():
-                raise OblivioError("the model's outputs became NaN/inf (diverged); lower the learning rate")
-            correct += int((logits.argmax(1) == y).sum())
-        model.train(was)
-        return correct / len(self.batches)
+    def snapshot(self, model: nn.Module) -> dict | None:
+        """A copy of the weights to restore if the next step or epoch fails the check (None when inactive)."""
+        return copy.deepcopy(model.state_dict()) if self.active else None
 
     def check(self, model: nn.Module) -> bool:
         if self.batches is None:

@@ -1,7 +1,6 @@
 """ga: gradient ascent on the forget set."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,7 +12,7 @@ from ..errors import OblivioError
 from ..batching import DeviceData
 from ..training import check_finite, make_optimizer
 from .base import UnlearnData, Unlearner, register, subsample
-from .common import RetainGuard, cross_entropy, device_of, require_positive, tensor_batches
+from .common import RetainGuard, cross_entropy, probe_accuracy, device_of, require_positive, tensor_batches
 
 
 @register
@@ -64,7 +63,7 @@ class GradientAscent(Unlearner):
         model.train()
         for step in range(c.steps):
             x, y = next(batches)
-            saved = copy.deepcopy(model.state_dict()) if guard.active else None
+            saved = guard.snapshot(model)
             loss = -cross_entropy(model(x), y)
             check_finite(loss, f"method 'ga' step {step + 1}")
             opt.zero_grad()
@@ -98,18 +97,8 @@ class _ForgetProbe:
         if data.forget_classes:
             self.level = 0.0
         elif data.backdoor_target is None and data.third_party is not None and len(data.third_party):
-            self.level = _accuracy(model, DeviceData(subsample(data.third_party, size, data.seed), dev))
+            self.level = probe_accuracy(model, DeviceData(subsample(data.third_party, size, data.seed), dev))
 
     def forgotten(self, model: nn.Module) -> bool:
-        return self.level is not None and _accuracy(model, self.forget) <= self.level
+        return self.level is not None and probe_accuracy(model, self.forget) <= self.level
 
-
-def _accuracy(model: nn.Module, batches) -> float:
-    import torch
-
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches.epoch(512))
-    model.train(was)
-    return correct / len(batches)

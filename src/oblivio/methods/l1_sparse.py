@@ -78,9 +78,9 @@ class L1Sparse(Unlearner):
         def count() -> None:
             done[0] += 1
 
-        guard = RetainGuard(model, data, c.max_retain_drop, max_backoffs=c.max_backoffs) if c.max_retain_drop < 1 else None
+        guard = RetainGuard(model, data, c.max_retain_drop, max_backoffs=c.max_backoffs)
         steps = run_epochs(
             model, data.retain, loss, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, seed=data.seed,
             weight_decay=c.weight_decay, after_step=count, where="l1-sparse fine-tuning", guard=guard,
         )
-        return {"steps": steps, "l1_norm": float(l1_norm(model).detach())} | (guard.summary() if guard else {})
+        return {"steps": steps, "l1_norm": float(l1_norm(model).detach())} | guard.summary()

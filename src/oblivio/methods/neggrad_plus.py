@@ -20,7 +20,6 @@ stops (``safeguard: retain_drop``). A first step that already costs that much is
 """
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +70,6 @@ class NegGradPlus(Unlearner):
         retain = tensor_batches(data.retain, c.batch_size, data.seed + 1)
         opt = make_optimizer(model.parameters(), "sgd", c.lr, c.weight_decay)
         guard = RetainGuard(model, data, c.max_retain_drop)
-        guarding = guard.active and c.max_retain_drop < 1
         model.train()
         steps, ce_f, ce_r = 0, float("nan"), float("nan")
         info: dict[str, Any] = {}
@@ -79,7 +77,7 @@ class NegGradPlus(Unlearner):
             if info:
                 break
             for _ in range(per_epoch):
-                saved = copy.deepcopy(model.state_dict()) if guarding else None
+                saved = guard.snapshot(model)
                 x_f, y_f = next(forget)
                 x_r, y_r = next(retain)
                 loss_f = F.cross_entropy(model(x_f.to(dev)), y_f.to(dev))
@@ -89,7 +87,7 @@ class NegGradPlus(Unlearner):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                if guarding and not guard.check(model):
+                if guard.active and not guard.check(model):
                     if steps == 0:
                         raise OblivioError(
                             f"method 'neggrad+': the first step already cost more than {c.max_retain_drop:g} of "

@@ -130,8 +130,7 @@ class Scrub(Unlearner):
             opt.step()
 
         forget, retain = DeviceData(data.forget, dev), DeviceData(data.retain, dev)
-        guard = RetainGuard(model, data, c.max_retain_drop) if c.max_retain_drop < 1 else None
-        guarding = guard is not None and guard.active
+        guard = RetainGuard(model, data, c.max_retain_drop)
         max_steps = min_steps = skipped = 0
         info: dict = {}
         model.train()
@@ -145,9 +144,9 @@ class Scrub(Unlearner):
                     if loss is None:
                         skipped += 1
                         continue
-                    saved = copy.deepcopy(model.state_dict()) if guarding else None
+                    saved = guard.snapshot(model)
                     step(loss, f"scrub max-step epoch {epoch}", c.max_grad_norm)
-                    if guarding and not guard.check(model):
+                    if guard.active and not guard.check(model):
                         # undo the step, drop the momentum that carries the runaway, and end the max-steps
                         model.load_state_dict(saved)
                         opt.state.clear()

@@ -30,7 +30,6 @@ most ``max_backoffs`` times (``safeguard: alpha_raised``, ``final_alpha``); the 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -116,16 +115,15 @@ class SSD(Unlearner):
         with torch.enable_grad():
             glob = fisher_diagonal(model, ConcatDataset([data.retain, data.forget]), c.batch_size, c.per_sample)
             forg = fisher_diagonal(model, data.forget, c.batch_size, c.per_sample)
-        guard = RetainGuard(model, data, c.max_retain_drop) if c.max_retain_drop < 1 else None
-        guarding = guard is not None and guard.active
-        original = copy.deepcopy(model.state_dict()) if guarding else None
+        guard = RetainGuard(model, data, c.max_retain_drop)
+        original = guard.snapshot(model)
         alpha, info = c.alpha, {}
-        for attempt in range(c.max_backoffs + 1 if guarding else 1):
+        for attempt in range(c.max_backoffs + 1 if guard.active else 1):
             if attempt:
                 model.load_state_dict(original)
                 alpha *= 1.5
             changed = self._dampen(model, glob, forg, alpha)
-            if not guarding or guard.check(model):
+            if guard.check(model):
                 break
             info = guard.record("alpha_raised", attempt + 1)
         if info:
