@@ -58,8 +58,7 @@ def train(
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     if not 0 < third_party_fraction < 1:
         raise OblivioError(f"--third-party-fraction must lie in (0, 1), got {third_party_fraction}")
-    if backdoor and not 0 < poison_fraction <= 1:
-        raise OblivioError(f"--poison-fraction must lie in (0, 1], got {poison_fraction}")
+    poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None  # checked before any data loads
     options = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
     check_writable(out, what="--out", need_bytes=1 << 20)
     dev = resolve_device(device)
@@ -67,7 +66,6 @@ def train(
         set_deterministic(True)
     spec = data_spec(dataset, data_dir, n_train, n_test)
     data = load_from_spec(spec)
-    poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None
     split = training_split(data, seed, third_party_fraction, poison)
     config = TrainConfig(**options, seed=seed, progress=progress, amp=amp)
     net, history = train_model(model, split.train, data.num_classes, config, device=dev)
