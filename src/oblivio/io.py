@@ -68,10 +68,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _reason(e: OSError) -> str:
+    """A short reader's reason for a failed write."""
+    return {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
+            errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
+
+
 def _os_error(path: Path, e: OSError) -> OblivioError:
-    reason = {errno.ENOSPC: "no space left on the device", errno.EROFS: "read-only file system",
-              errno.EACCES: "permission denied", errno.EDQUOT: "disk quota exceeded"}.get(e.errno, e.strerror or str(e))
-    return OblivioError(f"cannot write {path}: {reason}")
+    return OblivioError(f"cannot write {path}: {_reason(e)}")
 
 
 def _temp_beside(path: Path) -> Path:
@@ -315,7 +319,7 @@ def check_writable(path: str | os.PathLike, *, kind: str = "file", need_bytes: i
         os.unlink(probe)
     except OSError as e:
         raise OblivioError(f"{what} {path}: cannot write in {existing}: "
-                           f"{_os_error(existing, e).args[0].split(': ', 1)[-1]}") from None
+                           f"{_reason(e)}") from None
     if need_bytes:
         free = shutil.disk_usage(existing).free
         if free < need_bytes:
