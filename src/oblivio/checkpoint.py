@@ -26,9 +26,10 @@ import json
 import os
 import platform
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors.torch import load as load_bytes, save_file
@@ -69,17 +70,24 @@ def recover_checkpoint(path: str | os.PathLike) -> bool:
     return recover_files(checkpoint_files(path, (split_companion(path),)))
 
 
-def checkpoint_lock(path: str | os.PathLike):
-    """Context manager: the exclusive writer lock of checkpoint ``path`` (re-entrant); recovers the output on entry."""
-    from contextlib import contextmanager
+@contextmanager
+def checkpoint_lock(path: str | os.PathLike) -> Iterator[None]:
+    """The exclusive writer lock of checkpoint ``path`` (re-entrant); recovers the output on entry."""
+    with output_lock(path, what="--out"):
+        recover_checkpoint(path)
+        yield
 
-    @contextmanager
-    def held():
-        with output_lock(path, what="--out"):
-            recover_checkpoint(path)
-            yield
 
-    return held()
+def _recover_if_free(path: Path, wait: float = 0.0) -> bool:
+    """Finish an interrupted commit of ``path`` when no writer holds it; False when one does."""
+    fd = try_lock(path, wait=wait)
+    if fd is None:
+        return False
+    try:
+        recover_checkpoint(path)
+    finally:
+        release_lock(fd, path)
+    return True
 
 
 def model_hash(model: nn.Module) -> str:
@@ -184,13 +192,7 @@ def _read_pair(path: Path) -> tuple[dict, bytes]:
             return meta, raw
         if not journal_path(path).exists() and attempt >= 2:
             break
-        fd = try_lock(path, wait=0.5)  # free lock + journal: its writer died mid-commit, finish it
-        if fd is not None:
-            try:
-                recover_checkpoint(path)
-            finally:
-                release_lock(fd, path)
-        else:
+        if not _recover_if_free(path, wait=0.5):  # free lock + journal: its writer died mid-commit, finish it
             time.sleep(0.05)
     raise OblivioError(f"checkpoint {path} does not match its sidecar: the weights' SHA-256 differs")
 
@@ -206,12 +208,7 @@ def load_checkpoint(
     """
     path = Path(path)
     if journal_path(path).exists():  # an interrupted commit: finish it when no writer holds the output
-        fd = try_lock(path)
-        if fd is not None:
-            try:
-                recover_checkpoint(path)
-            finally:
-                release_lock(fd, path)
+        _recover_if_free(path)
     meta, raw = _read_pair(path)
     try:
         state = load_bytes(raw)
