@@ -5,6 +5,7 @@ where no GPU is at hand.
 
     OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/resnet_cpu_proxy.py --seeds 0,1,2 --out runs/bench/resnet-proxy
     ... --methods scrub,neggrad+ --scenarios random        # a subset
+    ... --model mlp --n-train 0 --seeds 0                  # full-scale dry run: all of Fashion-MNIST, a small model
 
 The architecture is gpu.yaml's CIFAR-style ResNet-18 (BatchNorm, residual blocks, 11M -> 0.7M
 parameters) at a quarter of the width (16 base channels instead of 64), registered here as
@@ -28,11 +29,13 @@ ROOT = Path(__file__).resolve().parent
 
 
 def proxy_config(seeds: list[int], n_train: int, epochs: int, methods: list[str] | None,
-                 scenarios: list[str] | None) -> dict:
+                 scenarios: list[str] | None, model: str = "resnet18-w16") -> dict:
+    """gpu.yaml with ``model``, on an ``n_train``-image subset (0: gpu.yaml's full dataset), on the CPU."""
     doc = yaml.safe_load((ROOT / "gpu.yaml").read_text())
     doc["name"] = "resnet-cpu-proxy"
-    doc["dataset"] = {"name": "fashion-mnist", "n_train": n_train, "n_test": 1000, "subset_seed": 0}
-    doc["model"] = "resnet18-w16"
+    if n_train:
+        doc["dataset"] = {"name": "fashion-mnist", "n_train": n_train, "n_test": 1000, "subset_seed": 0}
+    doc["model"] = model
     doc["train"] = dict(doc["train"], epochs=epochs)
     doc["seeds"] = seeds
     doc["device"] = "cpu"
@@ -48,7 +51,8 @@ def proxy_config(seeds: list[int], n_train: int, epochs: int, methods: list[str]
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--n-train", type=int, default=4000, help="Fashion-MNIST subset: pool + third-party")
+    p.add_argument("--n-train", type=int, default=4000, help="Fashion-MNIST subset: pool + third-party (0: all)")
+    p.add_argument("--model", default="resnet18-w16", help="resnet18-w16 (the proxy) or any registered model")
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--methods", default=None, help="comma-separated subset of gpu.yaml's methods")
     p.add_argument("--scenarios", default=None, help="comma-separated subset of random,class,backdoor")
@@ -56,7 +60,7 @@ def main() -> None:
     a = p.parse_args()
     register_model("resnet18-w16", functools.partial(ResNet18, width=16))
     doc = proxy_config([int(s) for s in a.seeds.split(",")], a.n_train, a.epochs,
-                       a.methods.split(",") if a.methods else None, a.scenarios.split(",") if a.scenarios else None)
+                       a.methods.split(",") if a.methods else None, a.scenarios.split(",") if a.scenarios else None, a.model)
     result = run_benchmark(parse_config(doc, source="resnet_cpu_proxy.py"), a.out)
     print_report(result, Console(width=160))
 

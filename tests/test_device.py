@@ -2,6 +2,7 @@
 as a DataLoader), the header naming the device that computed, and safeguards / warnings of methods."""
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ from oblivio.batching import DeviceData
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
 from oblivio.device import autocast, check_amp, device_info, resolve_device
+from oblivio.methods.common import run_epochs
 from oblivio.training import predict
 
 runner = CliRunner()
@@ -223,11 +225,49 @@ def test_boundary_safeguard_stops_fine_tuning_before_a_collapse(splits, original
     split = splits["random"]
     model = original("random")
     result = unlearn(model, split=split, method="boundary", lr=0.01)  # epoch 2 costs 31 points on the probe
-    assert result.info["safeguard"] == "retain_drop" and result.info["safeguard_step"] >= 2
+    assert result.info["safeguard"] == "retain_drop_stop" and result.info["safeguard_epoch"] >= 2
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.2
     assert "warnings" not in result.info
     with pytest.raises(OblivioError, match="nothing was forgotten"):  # never reported done with the original back
         unlearn(model, split=split, method="boundary", lr=0.5)
+
+
+class _ScriptedGuard:
+    """RetainGuard's interface for run_epochs, with check results given in advance."""
+
+    def __init__(self, results: list[bool], max_backoffs: int = 0):
+        self.results, self.max_backoffs, self.backoffs, self.at = list(results), max_backoffs, 0, []
+        self.active, self.weights = True, []
+
+    def snapshot(self, model):
+        return copy.deepcopy(model.state_dict())
+
+    def check(self, model) -> bool:
+        self.weights.append(model.weight.detach().clone())
+        return self.results.pop(0)
+
+    def backoff(self, epoch: int, step: int) -> None:
+        self.backoffs += 1
+        self.at.append((epoch, step))
+
+
+def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_the_last_good_check():
+    data = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
+    model = torch.nn.Linear(3, 2)
+    guard = _ScriptedGuard([True, False])  # the check after step 3 holds, the one after step 6 fails
+    steps = run_epochs(model, data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5, batch_size=10, seed=0,
+                       guard=guard, check_every=3)
+    assert steps == 6 and guard.at == [(1, 6)]  # stopped mid-epoch, not after 10 or 20 steps
+    assert torch.equal(model.weight, guard.weights[0])  # back to the weights of the check that held
+    assert not torch.equal(model.weight, guard.weights[1])
+    backing_off = _ScriptedGuard([True, False, True, True, True, True, True, True], max_backoffs=1)
+    steps = run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5,
+                       batch_size=10, seed=0, guard=backing_off, check_every=3)
+    assert steps == 20 and backing_off.at == [(1, 6)]  # one backoff (lr halved), then both epochs run on
+    epoch_only = _ScriptedGuard([True, True])
+    run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5, batch_size=10,
+               seed=0, guard=epoch_only)
+    assert epoch_only.results == []  # without check_every: one check per epoch
 
 
 def test_unsir_impairs_again_more_gently_when_repair_cannot_recover(splits, original):

@@ -47,14 +47,16 @@ def run_epochs(
     after_epoch: Callable[[int], bool] | None = None,
     where: str = "unlearning",
     guard: "RetainGuard | None" = None,
+    check_every: int | None = None,
 ) -> int:
     """Minimise ``loss_fn(logits, y)`` over ``data`` for some epochs; return the number of steps.
 
     ``after_step`` runs after each optimiser step (e.g. to restore masked weights);
     ``after_epoch(epoch)`` after each epoch (1-based), and training stops when it returns False.
-    With an active ``guard``, an epoch after which the retain probe falls too far is undone (weights and
-    momentum) and the learning rate halved, at most ``guard.max_backoffs`` times; then training stops
-    (``guard.backoffs``, ``guard.summary()`` say what happened).
+    With an active ``guard``, the retain probe is checked after every epoch (and every ``check_every``
+    steps within one, for long epochs); when it fell too far, the steps since the last good check are
+    undone (weights and momentum) and the learning rate halved, at most ``guard.max_backoffs`` times;
+    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened).
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
@@ -62,29 +64,43 @@ def run_epochs(
     guarding = guard is not None and guard.active
     good = guard.snapshot(model) if guarding else None
     steps = 0
+
+    def checked(epoch: int) -> bool | None:
+        """Check the probe: True when it held, False after a backoff, None when training must stop."""
+        nonlocal good
+        if guard.check(model):
+            good = guard.snapshot(model)
+            return True
+        model.load_state_dict(good)
+        opt.state.clear()
+        guard.backoff(epoch, steps)
+        if guard.backoffs > guard.max_backoffs:
+            return None
+        for group in opt.param_groups:
+            group["lr"] /= 2
+        return False
+
     model.train()
-    for epoch in range(epochs):
-        for x, y in make_loader(batches, batch_size, seed + epoch):
+    for epoch in range(1, epochs + 1):
+        held: bool | None = True
+        for i, (x, y) in enumerate(make_loader(batches, batch_size, seed + epoch - 1), 1):
             loss = loss_fn(model(x), y)
-            check_finite(loss, f"{where} epoch {epoch + 1}")
+            check_finite(loss, f"{where} epoch {epoch}")
             opt.zero_grad()
             loss.backward()
             opt.step()
             if after_step is not None:
                 after_step()
             steps += 1
-        if guarding:
-            if not guard.check(model):
-                model.load_state_dict(good)
-                opt.state.clear()
-                guard.backoff(epoch + 1)
-                if guard.backoffs > guard.max_backoffs:
+            if guarding and check_every and i % check_every == 0 and i * batch_size < len(batches):
+                if checked(epoch) is None:
+                    held = None
                     break
-                for group in opt.param_groups:
-                    group["lr"] /= 2
-                continue
-            good = guard.snapshot(model)
-        if after_epoch is not None and not after_epoch(epoch + 1):
+        if guarding and held is not None:
+            held = checked(epoch)
+        if held is None:
+            break
+        if held and after_epoch is not None and not after_epoch(epoch):
             break
     model.eval()
     return steps
@@ -164,7 +180,8 @@ class RetainGuard:
         self.max_drop = max_drop
         self.max_backoffs = max_backoffs  # for run_epochs: undo an epoch and halve lr at most this often
         self.backoffs = 0
-        self._backoff: tuple[int, float] | None = None  # (epoch, probe accuracy) of the latest backoff
+        self.passed = 0  # checks that held
+        self._backoff: tuple[int, int, float] | None = None  # (epoch, step, probe accuracy) of the latest backoff
         self.batches = DeviceData(probe, device_of(model)) if probe is not None else None
         self.baseline = self.accuracy(model) if self.batches is not None else None
         self.last: float | None = self.baseline
@@ -185,20 +202,22 @@ class RetainGuard:
         if self.batches is None:
             return True
         self.last = self.accuracy(model)
-        return self.last >= self.baseline - self.max_drop
+        held = self.last >= self.baseline - self.max_drop
+        self.passed += held
+        return held
 
-    def backoff(self, epoch: int) -> None:
-        """Note that ``run_epochs`` undid ``epoch`` (1-based) because the last check failed."""
+    def backoff(self, epoch: int, step: int) -> None:
+        """Note that ``run_epochs`` undid its steps up to ``step`` of ``epoch`` (1-based): the last check failed."""
         self.backoffs += 1
-        self._backoff = (epoch, self.last)
+        self._backoff = (epoch, step, self.last)
 
     def summary(self) -> dict:
         """The ``info`` entry of ``run_epochs``'s backoffs (the latest one): empty when the guard never fired."""
         if self._backoff is None:
             return {}
-        epoch, acc = self._backoff
+        epoch, step, acc = self._backoff
         return {"safeguard": "retain_drop_stop" if self.backoffs > self.max_backoffs else "retain_drop_backoff",
-                "safeguard_epoch": epoch, "backoffs": self.backoffs,
+                "safeguard_epoch": epoch, "safeguard_step": step, "backoffs": self.backoffs,
                 "probe_retain_acc_original": round(self.baseline, 4), "probe_retain_acc_at_stop": round(acc, 4)}
 
     def record(self, what: str, step: int) -> dict:
