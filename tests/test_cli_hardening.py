@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 import sys
@@ -10,7 +9,6 @@ import sys
 import pytest
 import yaml
 
-from oblivio import load_checkpoint
 from oblivio.cli import main
 
 

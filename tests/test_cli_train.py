@@ -1,5 +1,4 @@
 """CLI: ``oblivio train`` and ``oblivio demo``."""
-import json
 import subprocess
 import sys
 

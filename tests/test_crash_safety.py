@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from oblivio import OblivioError, build_model, load_checkpoint, save_checkpoint
-from oblivio.checkpoint import checkpoint_lock, model_hash, recover_checkpoint, sidecar_path
+from oblivio.checkpoint import checkpoint_lock, model_hash, sidecar_path
 from oblivio.io import journal_path, lock_path
 
 

@@ -1,5 +1,4 @@
 """Splits and forgetting scenarios: sizes, disjointness, determinism, the backdoor trigger, bad requests."""
-import numpy as np
 import pytest
 import torch
 

@@ -99,6 +99,14 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def check_checkpoint_path(path: str | os.PathLike, what: str = "checkpoint path") -> Path:
+    """``path`` as a Path; an error naming ``what`` unless it ends in .safetensors."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise OblivioError(f"{what} must end in .safetensors, got {path.name}")
+    return path
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -123,9 +131,7 @@ def save_checkpoint(
     """
     from . import __version__
 
-    path = Path(path)
-    if path.suffix != ".safetensors":
-        raise OblivioError(f"checkpoint path must end in .safetensors, got {path.name}")
+    path = check_checkpoint_path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     companions = dict(companions or {})
     with checkpoint_lock(path), atomic_files(checkpoint_files(path, tuple(companions))) as tmp:

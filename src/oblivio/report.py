@@ -10,8 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import OblivioError
-from .io import atomic_files, output_lock, recover_files
+from .io import atomic_files, check_writable, output_lock, recover_files
 
 ROLE_LABEL = {"original": "original (before)", "unlearned": "unlearned (after)", "retrained": "retrained (gold standard)"}
 ROLE_COLOR = {"original": "#9ca3af", "unlearned": "#2563eb", "retrained": "#16a34a"}
@@ -292,9 +291,7 @@ samples. A curve on the diagonal (AUC 0.5) means the model treats the forget set
 
 def write_report(result, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``audit.json`` and ``report.html`` into ``out_dir`` (each atomically); return both paths."""
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OblivioError(f"audit output {out} is a file; give a directory for audit.json and report.html")
+    out = check_writable(out_dir, kind="dir", what="audit output")
     json_path, html_path = out / "audit.json", out / "report.html"
     doc, html = json.dumps(result.to_dict(), indent=2), render_html(result)  # render first: nothing written on error
     with output_lock(json_path, what="--out"):

@@ -239,9 +239,15 @@ class Split:
         }
 
 
-def _pool_and_third_party(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def check_third_party_fraction(fraction: float, what: str = "third-party fraction") -> float:
+    """``fraction`` as a float; an error naming ``what`` unless it lies in (0, 1)."""
     if not 0 < fraction < 1:
-        raise OblivioError(f"third-party fraction must lie in (0, 1), got {fraction}")
+        raise OblivioError(f"{what} must lie in (0, 1), got {fraction}")
+    return float(fraction)
+
+
+def _pool_and_third_party(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    check_third_party_fraction(fraction)
     perm = np.random.default_rng([seed, 0]).permutation(n)
     k = max(1, int(round(fraction * n)))
     return np.sort(perm[k:]), np.sort(perm[:k])

@@ -5,7 +5,6 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch

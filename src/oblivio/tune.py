@@ -152,6 +152,11 @@ class ModelCache:
                 "forget": split.hashes()["forget"], "seed": split.seed}
         return self._trained(spec, split, split.retain, split.seed)
 
+    def prepare(self, split: Split) -> nn.Module:
+        """Train (or load) the original of ``split`` into the cache, for every trial to load; return the retrain."""
+        self.original(split)
+        return self.retrain(split)
+
 
 def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_dir: str | Path,
                        data: Dataset | None = None) -> str:
@@ -162,9 +167,7 @@ def prepare_validation(cfg: BenchConfig, scenario: str, seed: int | None, cache_
     """
     data = data if data is not None else load_from_spec(cfg.dataset)
     vsplit, described = validation_split(data, cfg, scenario, cfg.seeds[0] if seed is None else int(seed))
-    models = ModelCache(cfg, data, Store(Path(cache_dir)))
-    models.original(vsplit)
-    models.retrain(vsplit)
+    ModelCache(cfg, data, Store(Path(cache_dir))).prepare(vsplit)
     return described
 
 
@@ -281,9 +284,7 @@ def tune(
         if todo > 0:
             from .audit import measure
 
-            models = ModelCache(cfg, data, Store(cache))
-            models.original(vsplit)  # into the cache, for every trial to load
-            gold = measure(models.retrain(vsplit), vsplit, seed=vsplit.seed)
+            gold = measure(ModelCache(cfg, data, Store(cache)).prepare(vsplit), vsplit, seed=vsplit.seed)
             if not done and not any(t.state.name == "WAITING" for t in s.trials):
                 # the first trial: the method's defaults (again if a killed run left it RUNNING)
                 s.enqueue_trial(defaults)

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from ..scenarios import Backdoor, ClassForget, Split
+from .metrics import accuracy_of
 
 
 def tolerance(reference_percent: float, n: int, floor: float = 2.0) -> float:
@@ -36,12 +39,8 @@ def _failure_kind(check: dict) -> str:
 
 def remaining_test_accuracy(logits, labels, forget_classes) -> float:
     """Test accuracy (percent) on the samples whose class is not forgotten."""
-    import torch
-
     keep = ~torch.isin(labels, torch.tensor(tuple(forget_classes), dtype=labels.dtype))
-    if not keep.any():
-        return float("nan")
-    return 100.0 * float((logits[keep].argmax(1) == labels[keep]).double().mean())
+    return accuracy_of((logits[keep], labels[keep])) if keep.any() else float("nan")
 
 
 def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None,

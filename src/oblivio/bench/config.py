@@ -37,7 +37,7 @@ import yaml
 from ..device import check_amp
 from ..errors import OblivioError
 from ..methods import available_methods, get_method
-from ..scenarios import Scenario, scenario_from_dict
+from ..scenarios import Scenario, check_third_party_fraction, scenario_from_dict
 from ..training import TrainConfig
 
 RESERVED = ("original", "retrain")
@@ -261,9 +261,7 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
             raise OblivioError(f"config: unknown ray option {key}; known: {', '.join(_RAY_KEYS)}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise OblivioError(f"config: ray {key} must be a number at least 0, got {value!r}")
-    tpf = float(doc.get("third_party_fraction", 0.1))
-    if not 0 < tpf < 1:
-        raise OblivioError(f"config: third_party_fraction must lie in (0, 1), got {tpf}")
+    tpf = check_third_party_fraction(float(doc.get("third_party_fraction", 0.1)), "config: third_party_fraction")
     return BenchConfig(
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,

@@ -304,8 +304,7 @@ class _Runner:
             self._splits.clear()
             self._seed = job.seed
         if job.kind == "original":
-            if self.store.resume and all(self.store.cell_path(self._cell_key(spec)).is_file()
-                                         for later in job.needed_by for spec in self.cell_specs(later)):
+            if all(self.store.has_cell(self._cell_key(spec)) for later in job.needed_by for spec in self.cell_specs(later)):
                 return []  # every cell starting from it is cached: no need to load (or rebuild) the model
             split = self.split(job.seed, job.scenario) if job.scenario else self.request_splits(job.seed)[0][0]
             try:

@@ -74,6 +74,10 @@ class Store:
             return False
         return self.resume or (self.since is not None and path.stat().st_mtime >= self.since)
 
+    def has_cell(self, key: str) -> bool:
+        """Whether the cell ``key`` would be read from the cache (see ``cached_cell``)."""
+        return self._reusable(self.cell_path(key))
+
     def cell(self, key: str, compute: Callable[[], dict]) -> dict:
         """The cached cell ``key``, or ``compute()``'s result written to the cache."""
         doc = self.cached_cell(key)

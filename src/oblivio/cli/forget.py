@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from ..checkpoint import checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
+from ..checkpoint import check_checkpoint_path, checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
 from ..io import check_writable
 from ..errors import OblivioError
 from ..pipeline import split_for_request
@@ -85,8 +85,7 @@ def forget(
     check_amp(amp)
     if deterministic:
         set_deterministic(True)
-    if out.suffix != ".safetensors":
-        raise OblivioError(f"--out must end in .safetensors, got {out.name}")
+    check_checkpoint_path(out, "--out")
     if out.resolve() == checkpoint.resolve():
         raise OblivioError("--out is the input checkpoint; unlearning never overwrites the original, choose another path")
     size = checkpoint.stat().st_size if checkpoint.is_file() else 0

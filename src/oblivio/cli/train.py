@@ -6,12 +6,12 @@ from typing import Optional
 
 import typer
 
-from ..checkpoint import save_checkpoint
+from ..checkpoint import check_checkpoint_path, save_checkpoint
 from ..data import load_from_spec
 from ..errors import OblivioError
 from ..io import check_writable
 from ..pipeline import training_spec, training_split
-from ..scenarios import Backdoor, ClassForget, RandomSubset, make_split
+from ..scenarios import Backdoor, ClassForget, RandomSubset, check_third_party_fraction, make_split
 from ..training import TrainConfig, evaluate, train as train_model
 from ..validation import check_options
 from ..device import device_info, resolve_device, set_deterministic
@@ -49,15 +49,13 @@ def train(
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
 ) -> None:
     """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
-    if out.suffix != ".safetensors":
-        raise OblivioError(f"--out must end in .safetensors, got {out.name}")
+    check_checkpoint_path(out, "--out")
     for name, value in (("--n-train", n_train), ("--n-test", n_test)):
         if value is not None and value < 1:
             raise OblivioError(f"{name} must be at least 1 (leave it out to use every sample), got {value}")
     if dataset == "digits" and data_dir:
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
-    if not 0 < third_party_fraction < 1:
-        raise OblivioError(f"--third-party-fraction must lie in (0, 1), got {third_party_fraction}")
+    check_third_party_fraction(third_party_fraction, "--third-party-fraction")
     poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None  # checked before any data loads
     options = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
     check_writable(out, what="--out", need_bytes=1 << 20)
