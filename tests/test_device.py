@@ -121,6 +121,19 @@ def test_device_batches_follow_a_seeded_dataloaders_order(n, batch):
         assert len(ref) == len(got) and all(torch.equal(a, b) for a, b in zip(ref, got))
 
 
+@pytest.mark.parametrize("n, batch, last", [(3600, 256, (3328, 3600)), (3720, 256, (3584, 3720)), (100, 256, (0, 100)),
+                                            (96, 32, (64, 96))])
+def test_a_tiny_last_batch_joins_the_one_before_and_the_order_is_kept(n, batch, last):
+    bounds = batching.batch_bounds(n, batch, merge_small_last=True)
+    assert bounds[-1] == last and bounds[0][0] == 0 and all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+    assert batching.batch_bounds(3600, 256)[-1] == (3584, 3600)  # without merging: the DataLoader's 16-sample batch
+    data = TensorDataset(torch.zeros(n, 1), torch.arange(n))
+    merged = [y for _, y in DeviceData(data, "cpu").epoch(batch, torch.Generator().manual_seed(1), merge_small_last=True)]
+    plain = [y for _, y in DeviceData(data, "cpu").epoch(batch, torch.Generator().manual_seed(1))]
+    assert torch.equal(torch.cat(merged), torch.cat(plain))  # the same samples in the same order, once each
+    assert [len(y) for y in merged] == [j - i for i, j in bounds]
+
+
 def test_training_and_prediction_are_the_same_with_data_on_or_off_the_device(splits, monkeypatch):
     data = splits["random"].train
     a, ha = train("mlp", data, 10, TrainConfig(seed=3, epochs=2), device="cpu")

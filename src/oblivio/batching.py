@@ -33,6 +33,19 @@ def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def batch_bounds(n: int, batch_size: int, merge_small_last: bool = False) -> list[tuple[int, int]]:
+    """(start, stop) of each mini-batch of one pass over ``n`` samples.
+
+    With ``merge_small_last``, a last batch of fewer than half ``batch_size`` samples joins the one
+    before it, so no step sees a tiny batch (noisy gradient at the full learning rate, BatchNorm
+    statistics of a handful of samples) and every sample is still seen once.
+    """
+    starts = list(range(0, n, batch_size))
+    if merge_small_last and len(starts) > 1 and 2 * (n - starts[-1]) < batch_size:
+        starts.pop()
+    return list(zip(starts, starts[1:] + [n]))
+
+
 class DeviceData:
     """A dataset's tensors ready for batching on ``device``: resident there when they fit, else pinned on the host."""
 
@@ -59,24 +72,27 @@ class DeviceData:
             x, y = x.pin_memory(), y.pin_memory()
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def epoch(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One pass in mini-batches: shuffled with ``generator`` (DataLoader order), in order without one."""
+    def epoch(self, batch_size: int, generator: torch.Generator | None = None,
+              merge_small_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One pass in mini-batches: shuffled with ``generator`` (DataLoader order), in order without one
+        (``merge_small_last``: see ``batch_bounds``)."""
         n = len(self)
+        bounds = batch_bounds(n, batch_size, merge_small_last)
         if generator is None:
             if self.resident:
-                for i in range(0, n, batch_size):
-                    yield self.x[i : i + batch_size], self.y[i : i + batch_size]
+                for i, j in bounds:
+                    yield self.x[i:j], self.y[i:j]
                 return
             order = torch.arange(n)
         else:
             order = epoch_order(n, generator)
         if self.resident:  # one copy of the order per epoch; each batch is then one gather on the device
             order = order.to(self.device, non_blocking=True)
-            for i in range(0, n, batch_size):
-                idx = order[i : i + batch_size]
+            for i, j in bounds:
+                idx = order[i:j]
                 yield self.x[idx], self.y[idx]
         else:
-            for i in range(0, n, batch_size):
-                yield self.take(order[i : i + batch_size])
+            for i, j in bounds:
+                yield self.take(order[i:j])
         if generator is not None:
             torch.randperm(n, generator=generator)  # RandomSampler's trailing draw for the partial pass

