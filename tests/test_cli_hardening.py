@@ -169,7 +169,7 @@ def test_bench_exits_non_zero_and_lists_failed_cells(cli, tmp_path):
         "threads": 1, "scenarios": {"class": {"classes": [3]}}, "methods": [{"ga": {"lr": 1e-7, "steps": 1}}],
     }))
     code, stdout, stderr = cli("bench", "--config", config, "--out", tmp_path / "out", "--no-progress")
-    one_error_line(code, stdout, stderr, "1 benchmark cell(s) failed")
+    one_error_line(code, stdout, stderr, "1 benchmark cell(s) failed (1 forgot nothing)")
     assert "failed scenario class, method ga" in " ".join(stdout.split())
 
 

@@ -37,5 +37,7 @@ def bench(
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
     if result.errors:
-        raise OblivioError(f"{len(result.errors)} benchmark cell(s) failed (listed above as 'failed ...'); "
-                           f"the report marks them; fix and rerun (finished cells are reused)")
+        refused = sum(bool(r.get("refused")) for r in result.errors)
+        what = f"{len(result.errors)} benchmark cell(s) failed" + (f" ({refused} forgot nothing)" if refused else "")
+        raise OblivioError(f"{what}, listed above as 'failed ...'; the report marks them; fix and rerun "
+                           "(finished cells are reused)")
