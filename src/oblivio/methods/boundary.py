@@ -27,9 +27,9 @@ the original's; when it costs more than ``max_retain_drop``, the steps since the
 are undone (weights and momentum) and the learning rate halved (``safeguard: retain_drop_backoff``), at
 most ``max_backoffs`` times; then fine-tuning stops there (``retain_drop_stop``; ``info`` adds
 ``safeguard_epoch``, ``safeguard_step`` and ``backoffs``). Without it, on a Fashion-MNIST CNN random 10%
-case, boundary halved retain accuracy (46%, issue 9). Checks within an epoch matter on large forget sets: on full Fashion-MNIST (5,400
-forget samples, 85 steps an epoch; MLP, seed 0, benchmarks/resnet_cpu_proxy.py --model mlp --n-train 0)
-the first whole epoch of a random 10% request already cost more than 15 points, so an epoch-level check
+case, boundary halved retain accuracy (46%, issue 9). Checks within an epoch matter on large forget
+sets: on full Fashion-MNIST (5,400 forget samples, 85 steps an epoch; MLP, seed 0,
+benchmarks/resnet_cpu_proxy.py --model mlp --n-train 0) the first whole epoch of a random 10% request already cost more than 15 points, so an epoch-level check
 could only refuse the request; checked every 10 steps it stops after 4 backoffs at retain 77.2%
 (original 92.0%, retrain 91.8%). Boundary shrink on a random subset or a backdoor runs into this limit
 on that model (backdoor: retain 77.8%, ASR 99.9% -> 14.2%); on class 3 the guard never fires.
@@ -82,7 +82,7 @@ class BoundaryShrink(Unlearner):
         epochs: int = 10  # paper code: 10
         lr: float = 3e-4  # paper code: 1e-5 (ResNet); tuned on digits
         batch_size: int = 64  # paper code: 64
-        max_retain_drop: float = 0.15  # safeguard: undo steps costing more retain-probe accuracy and stop (1 = off)
+        max_retain_drop: float = 0.15  # safeguard: undo steps costing more retain-probe accuracy (1 = off)
         check_every: int = 10  # safeguard: steps between probe checks within an epoch, 0 = none (always after one)
         max_backoffs: int = 3  # safeguard: times the steps are undone and lr halved before fine-tuning stops
 
