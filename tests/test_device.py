@@ -173,12 +173,12 @@ def test_scrub_with_many_max_steps_no_longer_diverges(splits, original):
 def test_ga_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, original):
     split = splits["random"]
     model = original("random")
-    result = unlearn(model, split=split, method="ga", lr=0.5, steps=10)
+    result = unlearn(model, split=split, method="ga", lr=0.4, steps=10)  # step 2 costs 23 points of the probe
     info = result.info
     assert info["safeguard"] == "retain_drop" and info["stopped_by"] == "safeguard"
     assert info["steps"] == info["safeguard_step"] - 1
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.07
-    off = unlearn(model, split=split, method="ga", lr=0.5, steps=10, max_retain_drop=1.0)
+    off = unlearn(model, split=split, method="ga", lr=0.4, steps=10, max_retain_drop=1.0)
     assert "safeguard" not in off.info
     assert any("retain accuracy collapsed" in w for w in off.info["warnings"])  # the generic check
 
@@ -284,12 +284,13 @@ def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_th
 
 
 def test_unsir_impairs_again_more_gently_when_repair_cannot_recover(splits, original):
-    """Adam at 0.2 in the impair step kills this MLP (retain 11% after 20 repair epochs); the retry at 0.1 recovers."""
+    """Adam at 0.2 in the impair step wrecks this MLP beyond what 15 repair epochs fix; a gentler retry recovers."""
     split = splits["random"]
     model = original("random")
     result = unlearn(model, split=split, method="unsir", impair_lr=0.2)
     info = result.info
-    assert info["safeguard"] == "impair_retry" and info["impair_attempts"] == 2 and info["impair_lr"] == 0.1
+    assert info["safeguard"] == "impair_retry" and info["impair_attempts"] >= 2
+    assert info["impair_lr"] == 0.2 / 2 ** (info["impair_attempts"] - 1)  # halved at each retry
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.07
     assert "warnings" not in info
     assert "safeguard" not in unlearn(model, split=split, method="unsir").info  # defaults: nothing fires on digits
