@@ -83,6 +83,16 @@ def test_dm_stops_at_its_step_budget_when_the_threshold_is_unreachable(splits, o
     assert result.info["steps"] == 7 and result.info["stopped_by"] == "budget"
 
 
+def test_dm_ramps_its_class_matching_weight_instead_of_stalling_at_the_budget(splits, original):
+    """A weight too small for this model: held fixed, dm spends its 500 steps and the class stays (94%)."""
+    split, model = splits["class"], original("class")
+    fixed = unlearn(model, split=split, method="dm", seed=0, match_weight=0.002, match_ramp=1.0)
+    ramped = unlearn(model, split=split, method="dm", seed=0, match_weight=0.002)
+    assert fixed.info["stopped_by"] == "budget" and accuracy(fixed.model, split.forget) > 0.5
+    assert ramped.info["stopped_by"] == "threshold" and ramped.info["steps"] < 500
+    assert accuracy(ramped.model, split.forget) < 0.05 and accuracy(ramped.model, split.retain) > 0.97
+
+
 def test_dm_works_without_a_retain_set(splits, original):
     split = splits["class"]
     result = unlearn(original("class"), forget=split.forget, third_party=split.third_party, forget_classes=(3,), method="dm")
