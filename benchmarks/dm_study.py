@@ -61,6 +61,11 @@ CASES = {
                         Backdoor(fraction=0.05, target=2, patch_size=3, position="top-left")),
     "fm-cnn-random10": (lambda: _fashion(3000, 1000), "cnn", dict(epochs=30, batch_size=16, lr=0.1, **MEMORISE),
                         RandomSubset(fraction=0.1)),
+    "fm-cnn-class6": (lambda: _fashion(3000, 1000), "cnn", dict(epochs=30, batch_size=16, lr=0.1, **MEMORISE),
+                      ClassForget((6,))),
+    # gpu.yaml's recipe (SGD one-cycle, weight decay 5e-4, 15 epochs) on all of Fashion-MNIST: not memorising
+    "fm-full-mlp-class6": (lambda: oblivio.load_dataset("fashion-mnist"), "mlp",
+                           dict(epochs=15, batch_size=256, lr=0.1, weight_decay=5e-4, momentum=0.9), ClassForget((6,))),
 }
 
 
