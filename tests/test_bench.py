@@ -5,6 +5,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import oblivio.bench.report as runner_report
 import oblivio.bench.runner as runner
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
@@ -160,3 +161,13 @@ def test_a_result_that_forgot_nothing_is_counted_apart_from_failures(first_run, 
 def test_bad_config_is_refused(change, message):
     with pytest.raises(OblivioError, match=message):
         parse_config(TINY | change)
+
+
+def test_the_header_names_the_commit_the_run_started_from(first_run, monkeypatch):
+    """A checkout that moves during a long run: the header keeps the commit that ran, and says it moved."""
+    _, out, _ = first_run
+    commits = iter(["aaaaaaa", "bbbbbbb"])
+    monkeypatch.setattr(runner, "git_commit", lambda: next(commits))
+    monkeypatch.setattr(runner_report, "git_commit", lambda: next(commits))
+    result = run_benchmark(parse_config(TINY | {"sequential": None}), out, progress=False)
+    assert result.header["git_commit"] == "aaaaaaa" and result.header["git_commit_at_end"] == "bbbbbbb"

@@ -68,7 +68,7 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     """The checkout's commit (with "+dirty" when tracked files differ), or None outside a git checkout."""
     import subprocess
 
@@ -84,10 +84,13 @@ def _git_commit() -> str | None:
 
 
 def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cached: int,
-                   device: torch.device | str | None = None) -> dict:
+                   device: torch.device | str | None = None, commit: str | None = None) -> dict:
     """Machine, the device that computed (GPU name, CUDA version), versions, date, seeds and config hash:
-    the first lines of every output."""
+    the first lines of every output. ``commit``: the checkout's commit when the run started (else now);
+    ``git_commit_at_end`` is added when the checkout changed during the run."""
     info = device_info(device if device is not None else cfg.device)
+    now = git_commit()
+    commit = commit or now
     return {
         "benchmark": cfg.name,
         "config": cfg.source,
@@ -106,7 +109,8 @@ def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cach
         "amp": cfg.amp,
         "deterministic": cfg.deterministic,
         "oblivio": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
+        **({"git_commit_at_end": now} if now != commit else {}),
         "seeds": list(cfg.seeds),
         "wall_seconds": round(wall_seconds, 1),
         "load_avg_1min_at_end": round(os.getloadavg()[0], 2),

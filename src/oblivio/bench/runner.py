@@ -40,7 +40,7 @@ from ..training import place, train
 from ..unlearning import unlearn
 from ..verification import NothingForgotten
 from .config import BenchConfig, load_config, stable_hash
-from .report import BenchResult, assemble, machine_header, write_report
+from .report import BenchResult, assemble, git_commit, machine_header, write_report
 from .store import Store, code_hash, method_code_hash
 
 
@@ -515,7 +515,7 @@ def run_benchmark(
     executor = executor or SerialExecutor()
     data = load_from_spec(cfg.dataset)
     threads = torch.get_num_threads()
-    start = time.perf_counter()
+    start, commit = time.perf_counter(), git_commit()  # the code that runs: the checkout may change during a long run
     token, counts = uuid.uuid4().hex, [0, 0]
     if isinstance(executor, SerialExecutor):
         _POOLS[token] = ThreadPoolExecutor(measure_workers())
@@ -556,7 +556,7 @@ def run_benchmark(
     cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("grid", "tuned") for d in ds]
     seq_cells = [d for t, ds in zip(tasks, docs) if t.args[0].kind in ("sequential", "chain") for d in ds]
     header = machine_header(cfg, wall_seconds=time.perf_counter() - start, computed=counts[0], cached=counts[1],
-                            device=dev)
+                            device=dev, commit=commit)
     header["executor"] = executor.describe()
     result = assemble(cfg, out, header, cells, seq_cells)
     result.tuning = tuning
