@@ -171,3 +171,18 @@ def test_the_header_names_the_commit_the_run_started_from(first_run, monkeypatch
     monkeypatch.setattr(runner_report, "git_commit", lambda: next(commits))
     result = run_benchmark(parse_config(TINY | {"sequential": None}), out, progress=False)
     assert result.header["git_commit"] == "aaaaaaa" and result.header["git_commit_at_end"] == "bbbbbbb"
+
+
+def test_changed_training_code_retrains_the_cached_models(first_run, monkeypatch):
+    """Model keys carry the training code's hash: a new recipe must not reuse originals trained by the old one."""
+    import oblivio.training
+    from oblivio.bench import store
+
+    _, out, _ = first_run
+    config = parse_config(TINY | {"sequential": None})
+    again = run_benchmark(config, out, progress=False)
+    assert again.header["cells_computed"] == 0  # everything cached
+    real = store.code_hash
+    monkeypatch.setattr(store, "code_hash", lambda *objs: "new-recipe" if oblivio.training in objs else real(*objs))
+    changed = run_benchmark(config, out, progress=False)
+    assert changed.header["cells_computed"] == len(changed.runs)  # original, retrain and methods: all afresh

@@ -38,7 +38,7 @@ from torch import nn
 
 from . import __version__
 from .bench.config import BenchConfig, load_config, stable_hash
-from .bench.store import Store, code_hash, method_code_hash
+from .bench.store import Store, code_hash, method_code_hash, model_base
 from .data import Dataset, load_from_spec
 from .device import resolve_device
 from .errors import OblivioError
@@ -127,9 +127,7 @@ class ModelCache:
     def __init__(self, cfg: BenchConfig, data: Dataset, store: Store):
         self.cfg, self.data, self.store = cfg, data, store
         self.device = resolve_device(cfg.device)
-        self.base = cfg.base_spec() | {"oblivio": __version__}
-        if self.device.type != "cpu":  # as the benchmark runner keys its models
-            self.base |= {"device": self.device.type, "deterministic": cfg.deterministic}
+        self.base = model_base(cfg, self.device)  # as the benchmark runner keys its models
 
     def _trained(self, spec: dict, split: Split, train_set, seed: int) -> nn.Module:
         def build() -> tuple[nn.Module, dict]:

@@ -30,7 +30,6 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..data import Dataset, load_from_spec
 from ..device import check_amp, deterministic as deterministic_mode, resolve_device
 from ..errors import OblivioError
@@ -41,7 +40,7 @@ from ..unlearning import unlearn
 from ..verification import NothingForgotten
 from .config import BenchConfig, load_config, stable_hash
 from .report import BenchResult, assemble, git_commit, machine_header, write_report
-from .store import Store, code_hash, method_code_hash
+from .store import Store, code_hash, method_code_hash, model_base
 
 
 def count_cells(cfg: BenchConfig) -> int:
@@ -96,9 +95,7 @@ class _Runner:
         from ..audit.metrics import metrics_from_outputs, model_outputs
 
         self.outputs, self.metrics = model_outputs, metrics_from_outputs
-        self.base = cfg.base_spec() | {"oblivio": __version__}
-        if self.device.type != "cpu":  # GPU numbers differ from CPU ones in the last bits: separate caches
-            self.base |= {"device": self.device.type, "deterministic": cfg.deterministic}
+        self.base = model_base(cfg, self.device)
         self.audit_code = code_hash(self.measure)
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}

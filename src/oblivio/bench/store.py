@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..errors import OblivioError
 from ..io import OutputLocked, atomic_write_text
 from ..methods import get_method
-from .config import stable_hash
+from .config import BenchConfig, stable_hash
 
 
 def code_hash(*objs: Any) -> str:
@@ -36,6 +37,17 @@ def method_code_hash(name: str) -> str:
     from ..methods import base, common
 
     return code_hash(type(get_method(name)), base, common)
+
+
+def model_base(cfg: BenchConfig, device: torch.device) -> dict:
+    """What every cached model's key shares: the config's data/model/recipe, the oblivio version, the
+    training code (a changed recipe retrains the originals) and, off the CPU, the device kind."""
+    from .. import __version__, batching, training
+
+    base = cfg.base_spec() | {"oblivio": __version__, "train_code": code_hash(training, batching)}
+    if device.type != "cpu":  # GPU numbers differ from CPU ones in the last bits: separate caches
+        base |= {"device": device.type, "deterministic": cfg.deterministic}
+    return base
 
 
 def _jsonable(obj: Any) -> Any:

@@ -173,8 +173,8 @@ class DistributionMatching(Unlearner):
     ramped: digits class 7 0.04 -> 0.05, digits backdoor 0.52 -> 0.39, Fashion-MNIST 3k class 5
     0.24 -> 0.18, backdoor 0.98 -> 0.97, at the same or lower time; seeds 0-1: memorising CNN on
     Fashion-MNIST 3k class 6 (shirt) 0.81 / 1.86 -> 0.69 / 1.69, gpu.yaml's recipe with an MLP on full
-    Fashion-MNIST class 6 15.31 +- 0.09 -> 0.82 +- 0.45 (ft 1.22). ``match_ramp=1`` keeps it fixed. Matching full softmax vectors instead pushed forgotten samples onto
-    unrelated classes (digits, class 3: retain accuracy 99 % -> 51 % in 20 steps); matching ``m``
+    Fashion-MNIST class 6 15.31 +- 0.09 -> 0.82 +- 0.45 (ft 1.22). ``match_ramp=1`` keeps it fixed.
+    Matching full softmax vectors instead pushed forgotten samples onto unrelated classes (digits, class 3: retain accuracy 99 % -> 51 % in 20 steps); matching ``m``
     alone lets the mass leave towards the classes the model finds similar, as retraining does.
     Stop: the KS statistic between ``m`` on 512-sample probes of the
     forget set and the reference pool (values under ``mass_floor`` = 1 % treated as equal) is at
