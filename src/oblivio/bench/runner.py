@@ -301,7 +301,8 @@ class _Runner:
             self._splits.clear()
             self._seed = job.seed
         if job.kind == "original":
-            if all(self.store.has_cell(self._cell_key(spec)) for later in job.needed_by for spec in self.cell_specs(later)):
+            needed = (spec for later in job.needed_by for spec in self.cell_specs(later))
+            if all(self.store.has_cell(self._cell_key(spec)) for spec in needed):
                 return []  # every cell starting from it is cached: no need to load (or rebuild) the model
             split = self.split(job.seed, job.scenario) if job.scenario else self.request_splits(job.seed)[0][0]
             try:

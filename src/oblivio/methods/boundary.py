@@ -31,8 +31,8 @@ case, boundary halved retain accuracy (46%, issue 9). Checks within an epoch mat
 sets: on full Fashion-MNIST (5,400 forget samples, 85 steps an epoch; MLP, seed 0,
 benchmarks/resnet_cpu_proxy.py --model mlp --n-train 0) the first whole epoch of a random 10% request
 already cost more than 15 points, so an epoch-level check could only refuse the request; checked every
-10 steps it stops after 4 backoffs at retain 77.2% (original 92.0%, retrain 91.8%). Boundary shrink on a random subset or a backdoor runs into this limit
-on that model (backdoor: retain 77.8%, ASR 99.9% -> 14.2%); on class 3 the guard never fires.
+10 steps it stops after 4 backoffs at retain 77.2% (original 92.0%, retrain 91.8%). Boundary shrink on
+a random subset or a backdoor runs into this limit on that model (backdoor: retain 77.8%, ASR 99.9% -> 14.2%); on class 3 the guard never fires.
 """
 from __future__ import annotations
 

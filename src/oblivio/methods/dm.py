@@ -104,10 +104,6 @@ def familiarity_z(logits_f: torch.Tensor, y_f: torch.Tensor, logits_r: torch.Ten
                            "forget_loss": float(loss_f.mean()), "reference_loss": float(loss_r.mean())}
 
 
-def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
 @register
 class DistributionMatching(Unlearner):
     """Fine-tune until the forget set's predictions are distributed like those on unseen data.
@@ -174,7 +170,8 @@ class DistributionMatching(Unlearner):
     0.24 -> 0.18, backdoor 0.98 -> 0.97, at the same or lower time; seeds 0-1: memorising CNN on
     Fashion-MNIST 3k class 6 (shirt) 0.81 / 1.86 -> 0.69 / 1.69, gpu.yaml's recipe with an MLP on full
     Fashion-MNIST class 6 15.31 +- 0.09 -> 0.82 +- 0.45 (ft 1.22). ``match_ramp=1`` keeps it fixed.
-    Matching full softmax vectors instead pushed forgotten samples onto unrelated classes (digits, class 3: retain accuracy 99 % -> 51 % in 20 steps); matching ``m``
+    Matching full softmax vectors instead pushed forgotten samples onto unrelated classes (digits,
+    class 3: retain accuracy 99 % -> 51 % in 20 steps); matching ``m``
     alone lets the mass leave towards the classes the model finds similar, as retraining does.
     Stop: the KS statistic between ``m`` on 512-sample probes of the
     forget set and the reference pool (values under ``mass_floor`` = 1 % treated as equal) is at
@@ -329,7 +326,7 @@ class DistributionMatching(Unlearner):
         # (without a retain set the probe is the reference pool: the forgotten classes' samples must fall)
         kept_data = dataclasses.replace(data, third_party=reference)
         guard = RetainGuard(model, kept_data, c.max_utility_drop, c.utility_samples) if opt else None
-        good = _weights(model) if opt else None
+        good = guard.snapshot(model) if opt else None
         lr, backoffs = c.lr, 0
         quantile = by_sample or c.mass_objective == "quantile"
         anchor = copy.deepcopy(model) if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
@@ -373,7 +370,7 @@ class DistributionMatching(Unlearner):
                     lr /= 2
                     opt = make_optimizer(model.parameters(), c.optimizer, lr)
                     continue
-                good = _weights(model)
+                good = guard.snapshot(model)
                 distance, share = measure()
                 if matched(distance, share):
                     stopped_by = "threshold"

@@ -41,7 +41,8 @@ narrow ResNet-18 on 3,600 images (benchmarks/resnet_cpu_proxy.py, seed 0) at 70.
 safeguard the latter stops at max-step 8 (probe 96.7% -> 63.7% after it) and ends at retain 97.6%.
 After each max-step the retain-probe accuracy is compared with the original's; a step that costs
 more than ``max_retain_drop`` is undone, the optimiser momentum (which carries the runaway) is
-dropped and the max-steps end for the run (``safeguard: retain_drop``); the min-steps go on. The threshold (15 points) leaves the intended, repairable damage
+dropped and the max-steps end for the run (``safeguard: retain_drop``); the min-steps go on. The
+threshold (15 points) leaves the intended, repairable damage
 alone: on the digits backdoor the max-steps cost 10 points, which the min-steps repair (ASR 99% -> 3%).
 """
 from __future__ import annotations
