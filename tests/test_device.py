@@ -18,6 +18,7 @@ from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
 from oblivio.device import autocast, check_amp, device_info, resolve_device
 from oblivio.methods.common import run_epochs
+from oblivio.methods.l1_sparse import l1_norm
 from oblivio.training import predict
 
 runner = CliRunner()
@@ -210,12 +211,15 @@ def test_neggrad_plus_safeguard_undoes_the_step_that_collapses_retain_accuracy(s
 
 
 def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(splits, original):
-    """alpha 0.05 shrinks every weight to nothing (retain 10%); the safeguard undoes such epochs and halves lr."""
+    """alpha 0.05 shrinks every weight to nothing (retain 10%); the safeguard undoes the steps since its last
+    good check and halves lr and alpha, so the run goes on with a penalty the model can bear."""
     split, model = splits["random"], original("random")
     result = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05)
     info = result.info
     assert info["safeguard"] in ("retain_drop_backoff", "retain_drop_stop") and info["backoffs"] >= 1
+    assert info["final_alpha"] == 0.05 / 2 ** info["backoffs"]
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.22  # 20 points on the probe
+    assert l1_norm(result.model) < 0.5 * l1_norm(model)  # it did sparsify, within the guard
     off = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05, max_retain_drop=1.0)
     assert "safeguard" not in off.info and any("retain accuracy collapsed" in w for w in off.info["warnings"])
     default = unlearn(model, split=split, method="l1-sparse", seed=0)

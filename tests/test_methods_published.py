@@ -20,7 +20,7 @@ from oblivio.methods import UnlearnData
 from oblivio.methods.boundary import nearest_wrong_labels
 from oblivio.methods.l1_sparse import l1_norm
 from oblivio.methods.salun import saliency_mask
-from oblivio.methods.ssd import fisher_diagonal
+from oblivio.methods.ssd import capped_alpha, fisher_diagonal
 from oblivio.methods.unsir import error_maximising_noise
 
 METHODS = ["bad-teacher", "scrub", "salun", "l1-sparse", "ssd", "unsir", "boundary"]
@@ -150,6 +150,23 @@ def test_ssd_per_sample_fisher_equals_batches_of_one(splits, original):
 def test_ssd_defaults_are_the_papers():
     c = get_method("ssd").config
     assert (c.alpha, c.dampening, c.exponent, c.per_sample, c.batch_size) == (10.0, 1.0, 1.0, False, 128)
+
+
+def test_ssd_alpha_is_capped_below_the_largest_possible_importance_ratio():
+    assert capped_alpha(10.0, n_total=1000, n_forget=100, ceiling_fraction=0.5) == 5.0  # a 10% forget set
+    assert capped_alpha(10.0, n_total=1000, n_forget=10, ceiling_fraction=0.5) == 10.0  # 1%: the paper's setting
+    assert capped_alpha(10.0, n_total=1000, n_forget=100, ceiling_fraction=1.0) == 10.0  # cap off
+
+
+def test_ssd_paper_alpha_selects_nothing_on_a_tenth_of_the_data_and_the_cap_forgets(splits, original):
+    """Class 3 is ~10% of digits: no weight's forget/global Fisher ratio can exceed ~10, the paper's alpha."""
+    model, req = original("class"), request(splits["class"])
+    uncapped = get_method("ssd", per_sample=True, batch_size=64, ceiling_fraction=1.0).unlearn(model, req)
+    assert uncapped.info["dampened"] == 0
+    capped = get_method("ssd", per_sample=True, batch_size=64).unlearn(model, req)
+    assert 4.5 < capped.info["alpha_capped"] < 5.5 and capped.info["dampened"] > 0
+    assert accuracy(capped.model, splits["class"].forget) < 0.1
+    assert accuracy(capped.model, splits["class"].retain) > 0.95
 
 
 def test_ssd_upstream_estimate_option_runs(splits, original):

@@ -48,6 +48,7 @@ def run_epochs(
     where: str = "unlearning",
     guard: "RetainGuard | None" = None,
     check_every: int | None = None,
+    on_backoff: Callable[[], None] | None = None,
 ) -> int:
     """Minimise ``loss_fn(logits, y)`` over ``data`` for some epochs; return the number of steps.
 
@@ -56,7 +57,8 @@ def run_epochs(
     With an active ``guard``, the retain probe is checked after every epoch (and every ``check_every``
     steps within one, for long epochs); when it fell too far, the steps since the last good check are
     undone (weights and momentum) and the learning rate halved, at most ``guard.max_backoffs`` times;
-    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened).
+    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened). ``on_backoff`` runs
+    after each backoff that training survives (e.g. to weaken a penalty along with the learning rate).
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
@@ -78,6 +80,8 @@ def run_epochs(
             return None
         for group in opt.param_groups:
             group["lr"] /= 2
+        if on_backoff is not None:
+            on_backoff()
         return False
 
     model.train()
