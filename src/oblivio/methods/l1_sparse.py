@@ -5,8 +5,11 @@ Faithful: fine-tune the model on the retain set with cross-entropy plus ``alpha_
 over all parameters, where ``alpha_t = alpha * (1 - t / epochs)`` decays linearly to 0 over the
 epochs (t = 0-based epoch); SGD with momentum 0.9 and weight decay 5e-4, constant learning rate.
 
-Adapted: the l1 norm of a ResNet-18 (11M weights) and of the digits MLP (~50k) differ by orders of
-magnitude, so ``alpha`` and the learning rate are tuned on digits rather than copied.
+Adapted: the paper's rate and weight (0.01, 5e-4, for a CIFAR-10 ResNet-18) forget nothing on
+digits (class 3: forget accuracy 74%, backdoor ASR 94%), so the defaults are tuned on digits: lr 0.05
+(ft's) and alpha 2e-3. The penalty pulls every weight by the same amount whatever the model's
+size, but what that does depends on the weights' scale (mean |w| at initialisation: 0.042 in the
+digits MLP, 0.0094 in a ResNet-18), so on large BatchNorm nets the safeguard below lowers it.
 
 Safeguard (not in the paper; recorded in ``info`` when it fires): the penalty's strength is
 scale-dependent (every weight is pulled towards 0 by ``lr * alpha`` per step, and a weight survives
@@ -23,8 +26,6 @@ the l1 weight are halved (``safeguard: retain_drop_backoff``, ``final_alpha``), 
 ``max_backoffs`` times; after that the run stops at its last good check (``retain_drop_stop``).
 Halving ``alpha`` is what adapts the penalty to the model (the lr alone only slows the same
 collapse down): four backoffs take it from 2e-3 to 1.25e-4, below the paper's ResNet-18 value.
-With the paper's own rate and weight (0.01, 5e-4) nothing is forgotten on digits (class 3: forget
-accuracy 74%, backdoor ASR 94%), so those are not the defaults.
 """
 from __future__ import annotations
 
