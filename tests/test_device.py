@@ -212,7 +212,7 @@ def test_neggrad_plus_safeguard_undoes_the_step_that_collapses_retain_accuracy(s
 
 def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(splits, original):
     """alpha 0.05 shrinks every weight to nothing (retain 10%); the safeguard undoes the steps since its last
-    good check and halves lr and alpha, so the run goes on with a penalty the model can bear."""
+    good check and halves alpha, so the run goes on with a penalty the model can bear."""
     split, model = splits["random"], original("random")
     result = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05)
     info = result.info
@@ -285,6 +285,21 @@ def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_th
     run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5, batch_size=10,
                seed=0, guard=epoch_only)
     assert epoch_only.results == []  # without check_every: one check per epoch
+
+
+def test_run_epochs_backoff_halves_lr_unless_the_method_weakens_something_else(monkeypatch):
+    data = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
+    sgd_step, lrs = torch.optim.SGD.step, []
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (lrs.append(self.param_groups[0]["lr"]),
+                                                                         sgd_step(self, *a, **k))[1])
+    calls: list = []
+    for hook in (None, lambda: calls.append("weakened")):
+        lrs.clear()
+        run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=1, lr=0.5, batch_size=10,
+                   seed=0, guard=_ScriptedGuard([False, True, True, True], max_backoffs=1), check_every=3,
+                   on_backoff=hook)
+        assert set(lrs) == ({0.5, 0.25} if hook is None else {0.5})  # the first check failed: one backoff
+    assert calls == ["weakened"]
 
 
 def test_unsir_impairs_again_more_gently_when_repair_cannot_recover(splits, original):

@@ -57,8 +57,9 @@ def run_epochs(
     With an active ``guard``, the retain probe is checked after every epoch (and every ``check_every``
     steps within one, for long epochs); when it fell too far, the steps since the last good check are
     undone (weights and momentum) and the learning rate halved, at most ``guard.max_backoffs`` times;
-    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened). ``on_backoff`` runs
-    after each backoff that training survives (e.g. to weaken a penalty along with the learning rate).
+    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened). ``on_backoff``, when
+    given, is called at each backoff that training survives instead of halving the learning rate (e.g. to
+    weaken a penalty term that caused the drop).
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
@@ -78,10 +79,11 @@ def run_epochs(
         guard.backoff(epoch, steps)
         if guard.backoffs > guard.max_backoffs:
             return None
-        for group in opt.param_groups:
-            group["lr"] /= 2
         if on_backoff is not None:
             on_backoff()
+        else:
+            for group in opt.param_groups:
+                group["lr"] /= 2
         return False
 
     model.train()
