@@ -96,7 +96,7 @@ def fisher_diagonal(model: nn.Module, data, batch_size: int, per_sample: bool = 
 
 def capped_alpha(alpha: float, n_total: int, n_forget: int, ceiling_fraction: float) -> float:
     """``alpha``, lowered to ``ceiling_fraction`` of the largest forget/global importance ratio, ``n_total / n_forget``."""
-    return min(alpha, ceiling_fraction * n_total / n_forget) if ceiling_fraction < 1 else alpha
+    return min(alpha, ceiling_fraction * n_total / n_forget) if ceiling_fraction < 1 and n_forget else alpha
 
 
 @register
