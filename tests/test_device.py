@@ -290,8 +290,12 @@ def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_th
 def test_run_epochs_backoff_halves_lr_unless_the_method_weakens_something_else(monkeypatch):
     data = TensorDataset(torch.randn(100, 3), torch.randint(0, 2, (100,)))
     sgd_step, lrs = torch.optim.SGD.step, []
-    monkeypatch.setattr(torch.optim.SGD, "step", lambda self, *a, **k: (lrs.append(self.param_groups[0]["lr"]),
-                                                                         sgd_step(self, *a, **k))[1])
+
+    def recording_step(self, *args, **kwargs):  # the learning rate of every step run_epochs takes
+        lrs.append(self.param_groups[0]["lr"])
+        return sgd_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording_step)
     calls: list = []
     for hook in (None, lambda: calls.append("weakened")):
         lrs.clear()

@@ -83,7 +83,7 @@ class L1Sparse(Unlearner):
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
         per_epoch = math.ceil(len(data.retain) / c.batch_size)
-        done = [0]  # optimiser steps so far (undone ones too: after a backoff the decay runs a little ahead)
+        done = [0]  # optimiser steps so far; the epoch is done[0] // per_epoch (undone steps keep their batch's place)
         alpha = [c.alpha]  # halved at each safeguard backoff
 
         def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -137,12 +137,13 @@ class SSD(Unlearner):
     @torch.no_grad()
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
+        full = ConcatDataset([data.retain, data.forget])
         with torch.enable_grad():
-            glob = fisher_diagonal(model, ConcatDataset([data.retain, data.forget]), c.batch_size, c.per_sample)
+            glob = fisher_diagonal(model, full, c.batch_size, c.per_sample)
             forg = fisher_diagonal(model, data.forget, c.batch_size, c.per_sample)
         guard = RetainGuard(model, data, c.max_retain_drop)
         original = guard.snapshot(model)
-        alpha = capped_alpha(c.alpha, len(data.retain) + len(data.forget), len(data.forget), c.ceiling_fraction)
+        alpha = capped_alpha(c.alpha, len(full), len(data.forget), c.ceiling_fraction)
         info = {"alpha_capped": alpha} if alpha < c.alpha else {}
         for attempt in range(c.max_backoffs + 1 if guard.active else 1):
             if attempt:
