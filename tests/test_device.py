@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from typer.testing import CliRunner
 
 import oblivio.batching as batching
-from oblivio import OblivioError, TrainConfig, accuracy, load_checkpoint, train, unlearn
+from oblivio import OblivioError, TrainConfig, accuracy, evaluate, load_checkpoint, train, unlearn
 from oblivio.batching import DeviceData
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
@@ -196,6 +196,42 @@ def test_scrub_safeguard_ends_the_max_steps_before_a_runaway(splits, original):
     assert "warnings" not in info
     off = unlearn(model, split=split, method="scrub", seed=0, max_retain_drop=1.0, **options)
     assert "safeguard" not in off.info and any("retain accuracy collapsed" in w for w in off.info["warnings"])
+
+
+def test_scrub_judges_moved_samples_in_eval_mode_and_leaves_train_mode_on():
+    """A BatchNorm net predicts differently on a one-class batch in train mode (batch statistics) than in eval
+    mode; scrub's mask must see the eval-mode prediction, as the model is used."""
+    from oblivio.methods.scrub import predict_eval
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    with torch.no_grad():
+        net[1].running_mean.fill_(5.0)  # running statistics far from any one batch's
+    x = torch.randn(16, 4)
+    net.train()
+    got = predict_eval(net, x)
+    assert net.training
+    assert torch.equal(got, net.eval()(x).argmax(1))
+    assert not torch.equal(got, net.train()(x).argmax(1))
+
+
+@pytest.fixture(scope="module")
+def digits_cnn_backdoor(splits):
+    """A BatchNorm CNN trained on the digits backdoor split (seed 0): ASR 100%."""
+    split = splits["backdoor"]
+    return split, train("cnn", split.train, 10, TrainConfig(seed=0))[0]
+
+
+def test_scrub_backoff_halves_the_max_step_rate_instead_of_ending_the_max_steps(digits_cnn_backdoor):
+    """With a 5-point safeguard the second max-step costs 12 points of the probe: ending the max-steps there
+    keeps the trigger (ASR ~80%); undoing it and halving the max-step rate lets the max-steps remove it."""
+    split, model = digits_cnn_backdoor
+    result = unlearn(model, split=split, method="scrub", seed=0, max_retain_drop=0.05)
+    assert result.info["max_step_backoffs"] >= 1 and "safeguard" not in result.info
+    assert evaluate(result.model, split)["asr"] < 0.1 and accuracy(result.model, split.retain) > 0.97
+    ended = unlearn(model, split=split, method="scrub", seed=0, max_retain_drop=0.05, max_backoffs=0)
+    assert ended.info["safeguard"] == "retain_drop"
+    assert evaluate(ended.model, split)["asr"] > 0.5
 
 
 def test_neggrad_plus_safeguard_undoes_the_step_that_collapses_retain_accuracy(splits, original):

@@ -24,7 +24,8 @@ def test_registered_with_paper_defaults_and_search_spaces():
     r, n = get_method("regun").config, get_method("neggrad+").config
     assert (r.epochs, r.lr, r.temperature, r.retain_weight, r.selector, r.batch_size) == (10, 0.01, 1.0, 0.5, "uniform", 128)
     assert (n.epochs, n.lr, n.retain_weight, n.batch_size) == (10, 0.01, 0.5, 128)
-    assert default_params("regun") == {"epochs": 10, "lr": 0.01, "temperature": 1.0, "retain_weight": 0.5}
+    assert default_params("regun") == {"epochs": 10, "lr": 0.01, "temperature": 1.0, "retain_weight": 0.5,
+                                       "joint_forward": False}
     assert default_params("neggrad+") == {"epochs": 10, "lr": 0.01, "retain_weight": 0.5}
 
 
@@ -80,3 +81,21 @@ def test_target_distribution_is_one_distribution():
     q = target_distribution(logits, 1.0, "mean_probs")
     assert q.shape == (3,) and torch.isclose(q.sum(), torch.tensor(1.0)) and torch.isclose(q[0], q[1])
     assert torch.allclose(target_distribution(logits, 1.0, "mean_logits"), torch.softmax(logits.mean(0), 0))
+
+
+def test_regun_joint_forward_changes_only_what_batchnorm_sees(splits, original):
+    """One forward of forget + retain equals two on a net without BatchNorm; with BatchNorm the forget samples
+    are normalised with the retain samples' statistics, so the running statistics come out different."""
+    split = splits["random"]
+    separate = get_method("regun", epochs=1).unlearn(original("random"), request(split)).model.state_dict()
+    joint = get_method("regun", epochs=1, joint_forward=True).unlearn(original("random"), request(split)).model.state_dict()
+    assert all(torch.allclose(separate[k], joint[k], atol=1e-5) for k in separate)
+
+    torch.manual_seed(0)
+    bn_net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
+                                 torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    # batch 100: no one-sample forget batch (129 samples), which BatchNorm1d refuses in train mode
+    runs = [get_method("regun", epochs=1, batch_size=100, joint_forward=j).unlearn(bn_net, request(split)).model
+            for j in (False, True)]
+    means = [m[2].running_mean for m in runs]
+    assert not torch.allclose(means[0], means[1], atol=1e-4)

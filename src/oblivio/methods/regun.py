@@ -13,6 +13,16 @@ sample). Defaults are the code's: 10 epochs, SGD lr 0.01 (momentum 0.9, no weigh
 scheduler), T = 1, retain weight 0.5, batch size 128 (its CIFAR data config). Upstream's
 ``feature_1nn`` selector is not implemented.
 
+The forget and retain batches go through the model in two forward passes in train mode, as upstream's
+Lightning module does. On a BatchNorm network this lets the forget loss be met through the batch
+statistics of a batch made only of forget samples rather than through the weights: on a narrow
+ResNet-18 (benchmarks/resnet_cpu_proxy.py, Fashion-MNIST backdoor, seed 0) the train-mode KL fell to 0.10
+while the eval-mode model kept the trigger (ASR 100%) and lost 35 points of retain accuracy.
+``joint_forward=True`` (not in the paper, off by default) forwards both batches as one, so BatchNorm
+normalises the forget samples with the retain samples' statistics, as at evaluation: the same case
+ends at ASR 40%, retain 95.3%; on that proxy's random 10% and class 3 requests it forgot less than the
+default (Avg. Gap 13.2 and 20.9 against 8.7 and 16.5), so it is an option, and ``oblivio tune`` searches it.
+
 Adapted: the reference's logits on the held-out pool are computed once (the reference is frozen,
 so this equals upstream's per-batch forward passes); batches are seeded from the request's seed.
 """
@@ -69,6 +79,7 @@ class ReGUn(Unlearner):
         retain_weight: float = 0.5  # code: 0.5; forget weight = 1 - retain weight
         selector: str = "uniform"  # code: uniform | class_informed
         aggregation: str = "mean_probs"  # code: mean_probs | mean_logits
+        joint_forward: bool = False  # not in the paper: forget + retain batch in one forward (see above)
 
         def __post_init__(self) -> None:
             require_positive("regun", epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
@@ -84,10 +95,12 @@ class ReGUn(Unlearner):
 
     @classmethod
     def search_space(cls, trial) -> dict:
-        """lr and epochs (generic), the temperature (0.5-4, log) and the retain weight (0.1-0.9)."""
+        """lr and epochs (generic), the temperature (0.5-4, log), the retain weight (0.1-0.9) and
+        whether the forget and retain batches share one forward pass."""
         return super().search_space(trial) | {
             "temperature": trial.suggest_float("temperature", 0.5, 4.0, log=True),
             "retain_weight": trial.suggest_float("retain_weight", 0.1, 0.9),
+            "joint_forward": trial.suggest_categorical("joint_forward", [False, True]),
         }
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
@@ -109,11 +122,14 @@ class ReGUn(Unlearner):
                 x_f, y_f = next(forget)
                 idx = self._held_out_indices(y_f, by_class, len(y_held), c.batch_size, gen)
                 q = target_distribution(ref_logits[idx.to(ref_logits.device)], c.temperature, c.aggregation)
-                logits_f = model(x_f.to(dev))
+                x_r, y_r = next(retain)
+                if c.joint_forward:
+                    logits_f, logits_r = model(torch.cat([x_f, x_r]).to(dev)).split([len(x_f), len(x_r)])
+                else:
+                    logits_f, logits_r = model(x_f.to(dev)), model(x_r.to(dev))
                 loss_kl = F.kl_div(F.log_softmax(logits_f / c.temperature, dim=1),
                                    q.to(dev).expand_as(logits_f), reduction="batchmean")
-                x_r, y_r = next(retain)
-                loss_ce = F.cross_entropy(model(x_r.to(dev)), y_r.to(dev))
+                loss_ce = F.cross_entropy(logits_r, y_r.to(dev))
                 loss = (1 - c.retain_weight) * loss_kl + c.retain_weight * loss_ce
                 check_finite(loss, f"method 'regun' epoch {epoch + 1}")
                 opt.zero_grad()
