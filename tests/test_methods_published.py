@@ -158,6 +158,13 @@ def test_ssd_alpha_is_capped_below_the_largest_possible_importance_ratio():
     assert capped_alpha(10.0, n_total=1000, n_forget=100, ceiling_fraction=1.0) == 10.0  # cap off
 
 
+def test_ssd_tuning_searches_the_cap_too_and_starts_from_the_defaults():
+    """Above its cap every alpha is the same SSD, so the cap's share of the ceiling is searched as well."""
+    from oblivio.tune import default_params
+
+    assert default_params("ssd") == {"alpha": 10.0, "ceiling_fraction": 0.5, "dampening": 1.0, "per_sample": False}
+
+
 def test_ssd_paper_alpha_selects_nothing_on_a_tenth_of_the_data_and_the_cap_forgets(splits, original):
     """Class 3 is ~10% of digits: no weight's forget/global Fisher ratio can exceed ~10, the paper's alpha."""
     model, req = original("class"), request(splits["class"])

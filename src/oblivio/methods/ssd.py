@@ -127,9 +127,12 @@ class SSD(Unlearner):
 
     @classmethod
     def search_space(cls, trial) -> dict:
-        """Selection weighting alpha (1-100, log), dampening lambda (0.1-10, log) and the Fisher estimate."""
+        """Selection weighting alpha (1-100, log), its cap's share of the ceiling N / N_forget (0.2-0.9; without
+        it every alpha above the cap would be the same trial), dampening lambda (0.1-10, log) and the Fisher
+        estimate."""
         return {
             "alpha": trial.suggest_float("alpha", 1.0, 100.0, log=True),
+            "ceiling_fraction": trial.suggest_float("ceiling_fraction", 0.2, 0.9),
             "dampening": trial.suggest_float("dampening", 0.1, 10.0, log=True),
             "per_sample": trial.suggest_categorical("per_sample", [False, True]),
         }
