@@ -203,8 +203,8 @@ def test_unknown_option_is_refused():
 
 @pytest.mark.parametrize(
     "method, option, value",
-    [("bad-teacher", "lr", -1.0), ("scrub", "kd_T", 0.0), ("scrub", "max_backoffs", -1), ("salun", "mask_ratio", 1.5), ("l1-sparse", "epochs", 0),
-     ("ssd", "alpha", 0.0), ("unsir", "batch_size", 0), ("boundary", "bound", -0.1)],
+    [("bad-teacher", "lr", -1.0), ("scrub", "kd_T", 0.0), ("scrub", "max_backoffs", -1), ("salun", "mask_ratio", 1.5),
+     ("l1-sparse", "epochs", 0), ("ssd", "alpha", 0.0), ("unsir", "batch_size", 0), ("boundary", "bound", -0.1)],
 )
 def test_bad_options_are_refused(method, option, value):
     with pytest.raises(OblivioError, match=option):

@@ -184,7 +184,7 @@ class RetainGuard:
 
         probe = probe_set(data, size) if max_drop < 1 else None
         self.max_drop = max_drop
-        self.max_backoffs = max_backoffs  # for run_epochs: undo an epoch and halve lr at most this often
+        self.max_backoffs = max_backoffs  # backoffs allowed before a method stops (run_epochs: undo steps, halve lr)
         self.backoffs = 0
         self.passed = 0  # checks that held
         self._backoff: tuple[int, int, float] | None = None  # (epoch, step, probe accuracy) of the latest backoff

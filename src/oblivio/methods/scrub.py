@@ -85,12 +85,13 @@ def kl_per_sample(student_logits: torch.Tensor, teacher_logits: torch.Tensor, te
 @torch.no_grad()
 def predict_eval(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The classes ``model`` predicts for ``x`` in eval mode (BatchNorm on its running statistics, as the
-    model is used and as the teacher runs), leaving the model in train mode."""
+    model is used and as the teacher runs); the model's mode is restored."""
+    was = model.training
     model.eval()
     try:
         return model(x).argmax(1)
     finally:
-        model.train()
+        model.train(was)
 
 
 @register
@@ -163,8 +164,8 @@ class Scrub(Unlearner):
             opt.step()
 
         forget, retain = DeviceData(data.forget, dev), DeviceData(data.retain, dev)
-        guard = RetainGuard(model, data, c.max_retain_drop)
-        max_steps = min_steps = skipped = backoffs = 0
+        guard = RetainGuard(model, data, c.max_retain_drop, max_backoffs=c.max_backoffs)
+        max_steps = min_steps = skipped = 0
         max_scale = 1.0  # the max-steps' share of the scheduled rate, halved by each backoff
         info: dict = {}
         model.train()
@@ -185,8 +186,8 @@ class Scrub(Unlearner):
                         # rate, or end the max-steps once that has been done max_backoffs times
                         model.load_state_dict(saved)
                         opt.state.clear()
-                        backoffs += 1
-                        if backoffs > c.max_backoffs:
+                        guard.backoff(epoch, max_steps + 1)
+                        if guard.backoffs > guard.max_backoffs:
                             info = guard.record("retain_drop", max_steps + 1)
                             break
                         max_scale /= 2
@@ -198,5 +199,5 @@ class Scrub(Unlearner):
                 step(c.gamma * F.cross_entropy(logits, y) + c.alpha * kl(logits, x), f"scrub min-step epoch {epoch}")
                 min_steps += 1
         model.eval()
-        info = info | ({"max_step_backoffs": backoffs} if backoffs else {})
+        info = info | ({"max_step_backoffs": guard.backoffs} if guard.backoffs else {})
         return {"max_steps": max_steps, "min_steps": min_steps, "max_steps_skipped": skipped} | info
