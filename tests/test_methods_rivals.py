@@ -94,7 +94,7 @@ def test_regun_joint_forward_changes_only_what_batchnorm_sees(splits, original):
     torch.manual_seed(0)
     bn_net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32), torch.nn.BatchNorm1d(32),
                                  torch.nn.ReLU(), torch.nn.Linear(32, 10))
-    # batch 100: no one-sample forget batch (129 samples), which BatchNorm1d refuses in train mode
+    # batch 100: no one-sample forget batch (129 samples), which would use the running statistics
     runs = [get_method("regun", epochs=1, batch_size=100, joint_forward=j).unlearn(bn_net, request(split)).model
             for j in (False, True)]
     means = [m[2].running_mean for m in runs]

@@ -95,3 +95,55 @@ def test_unknown_method_option_or_missing_data_is_refused(splits, original):
         unlearn(original("class"), forget=split.forget, retain=split.retain, method="dm")
     with pytest.raises(OblivioError, match="'retrain' needs a non-empty retain set"):
         unlearn(original("class"), forget=split.forget, method="retrain")
+
+
+def bn1d_net(split, seed=0):
+    """A user's MLP with BatchNorm1d (not a registered model), trained on ``split.train``."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 10))
+    x, y = split.train.tensors
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(100):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
+def test_one_sample_batches_use_batchnorm_running_statistics():
+    from oblivio.models import running_stats_for_single_samples
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8)).train()
+    bn = net[1]
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        net(torch.randn(1, 4))
+    with running_stats_for_single_samples(net):
+        before, x = bn.running_mean.clone(), torch.randn(1, 4)
+        one = net(x)
+        assert torch.equal(bn.running_mean, before) and bn.training  # running statistics, mode restored
+        assert torch.allclose(one, net.eval()(x))
+        net.train()
+        net(torch.randn(2, 4))  # a real batch: batch statistics, running ones updated
+        assert not torch.equal(bn.running_mean, before)
+    assert not bn._forward_pre_hooks and not bn._forward_hooks
+
+
+@pytest.mark.parametrize("size", ["one", "batch+1"])
+def test_every_method_takes_one_sample_batches_on_a_batchnorm1d_model(size, splits):
+    """A one-sample deletion request, and a forget set one over a batch multiple (129 digits at batch 128),
+    on a user model with BatchNorm1d: PyTorch refuses one-sample batches in train mode; no method may crash."""
+    from oblivio import available_methods
+
+    split = splits["random"]
+    net = bn1d_net(split)
+    before = state(net)
+    forget = TensorDataset(*(t[:1] for t in split.forget.tensors)) if size == "one" else split.forget
+    assert size == "one" or len(forget) == 129
+    for method in available_methods():
+        options = {"epochs": 2} if method == "retrain" else {}
+        result = unlearn(net, forget, split.retain, split.third_party, method=method, num_classes=10,
+                         seed=0, verify=False, **options)
+        assert all(torch.isfinite(p).all() for p in result.model.parameters()), method
+        assert not any(m._forward_pre_hooks or m._forward_hooks for m in result.model.modules()), method
+    assert all(torch.equal(v, state(net)[k]) for k, v in before.items())

@@ -1,7 +1,8 @@
 """Model registry: an MLP, a LeNet-like CNN and a CIFAR-style ResNet-18, for any small input."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -133,3 +134,36 @@ def check_compatible(model: nn.Module, input_shape: Sequence[int], num_classes: 
         model.train(was_training)
     if out.ndim != 2 or out.shape[1] != num_classes:
         raise OblivioError(f"model outputs shape {tuple(out.shape[1:])} but the data has {num_classes} classes")
+
+
+@contextmanager
+def running_stats_for_single_samples(model: nn.Module) -> Iterator[None]:
+    """Within the block, a training-mode forward of a one-sample batch normalises every BatchNorm layer
+    with its running statistics (as in eval mode) and leaves them unchanged; bigger batches are untouched.
+
+    Batch statistics of one sample are undefined for ``BatchNorm1d`` (PyTorch raises) and degenerate
+    for ``BatchNorm2d`` (each channel normalised by that image alone), yet a one-sample batch is
+    common in unlearning: a deletion request for one sample, or a forget set one sample over a
+    multiple of the batch size.
+    """
+    switched: set[int] = set()
+
+    def before(module: nn.Module, args: tuple) -> None:
+        if module.training and args and args[0].shape[0] == 1:
+            module.training = False
+            switched.add(id(module))
+
+    def after(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if id(module) in switched:
+            switched.discard(id(module))
+            module.training = True
+
+    handles = []
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset as TorchDataset, TensorDataset
 
 from ..device import autocast
 from ..errors import OblivioError
+from ..models import running_stats_for_single_samples
 from ..validation import check_options
 
 COLLAPSE_DROP = 0.2  # retain accuracy falling more than 20 points under the original's is a collapse
@@ -96,6 +97,7 @@ class Unlearner(ABC):
     def unlearn(self, model: nn.Module, data: UnlearnData, *, amp: str | None = None) -> UnlearnResult:
         """Unlearn ``data.forget`` from a copy of ``model`` (on the model's device); time it; refuse NaN/inf
         results; warn in ``info["warnings"]`` when retain accuracy collapsed (see ``collapse_warning``).
+        One-sample batches use BatchNorm's running statistics (``running_stats_for_single_samples``).
 
         ``amp="bf16"`` runs the method under bf16 autocast on the model's device.
         """
@@ -105,7 +107,7 @@ class Unlearner(ABC):
                 raise OblivioError(f"method {self.name!r} needs a non-empty {need.replace('_', '-')} set")
         work = copy.deepcopy(model)
         start = time.perf_counter()
-        with autocast(next(work.parameters()).device, amp):
+        with autocast(next(work.parameters()).device, amp), running_stats_for_single_samples(work):
             info = self.run(work, data) or {}
         seconds = time.perf_counter() - start
         work.eval()
