@@ -51,7 +51,7 @@ def main() -> None:
     arch = args.backdoor_model
     model, _ = train(arch, poisoned.train, data.num_classes, TrainConfig(seed=args.seed, epochs=epochs[arch]))
     asr = attack_success_rate(model, poisoned.test_triggered, 0)
-    print(f"\nbackdoor (BadNets {poisoned.scenario.size_for(data.info.input_shape)}px patch, 10% poisoned, target 0), "
+    print(f"\nbackdoor (BadNets {'x'.join(map(str, poisoned.scenario.patch_for(data.info.input_shape)))} px patch, 10% poisoned, target 0), "
           f"{arch}: attack success rate {100 * asr:.2f}%, clean test accuracy {100 * accuracy(model, poisoned.test):.2f}%")
 
 

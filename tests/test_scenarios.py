@@ -103,3 +103,24 @@ def test_bad_requests_against_the_data(digits):
         make_split(digits, Backdoor(target=10))
     with pytest.raises(OblivioError, match="third-party fraction"):
         make_split(digits, ClassForget((1,)), third_party_fraction=1.0)
+
+
+def test_backdoor_on_tabular_features():
+    """One-row inputs (tabular data, stored 1 x F) get a run of features as the trigger, and it fires."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.preprocessing import StandardScaler
+
+    from oblivio import from_arrays
+
+    stamped = Backdoor(value=5.0, position="bottom-left").stamp(torch.zeros(2, 1, 1, 30))
+    assert stamped[:, 0, 0, :4].eq(5).all() and stamped.sum() == 2 * 4 * 5  # 30 // 7 features
+    assert Backdoor(patch_size=3).stamp(torch.zeros(1, 1, 1, 10))[0, 0, 0].tolist()[-4:] == [0, 1, 1, 1]
+    with pytest.raises(OblivioError, match="trigger of 11 features are more than the input's 10"):
+        Backdoor(patch_size=11).stamp(torch.zeros(1, 1, 1, 10))
+
+    bc = load_breast_cancer()
+    x = StandardScaler().fit_transform(bc.data).astype("float32")
+    data = from_arrays(x[:455], bc.target[:455], x[455:], bc.target[455:], name="breast-cancer")
+    split = make_split(data, Backdoor(fraction=0.1, target=1, value=6.0), seed=0)
+    model, _ = train("mlp", split.train, 2, TrainConfig(seed=0, epochs=30))
+    assert attack_success_rate(model, split.test_triggered, 1) > 0.9

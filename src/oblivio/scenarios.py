@@ -81,6 +81,9 @@ class Backdoor:
     """BadNets: stamp a square patch on a poisoned fraction of training samples, relabelled to ``target``.
 
     ``patch_size`` defaults to about 1/7 of the image side (2 px on 8x8, 4 px on 28x28 and 32x32).
+    On one-row inputs (tabular features, stored as 1 x F images) the trigger is a run of
+    ``patch_size`` features (default about 1/7 of them, at least 2) at the row's left or right end,
+    all set to ``value``; pick a ``value`` outside the features' normal range.
     """
 
     fraction: float = 0.1
@@ -98,18 +101,22 @@ class Backdoor:
         if self.patch_size is not None and self.patch_size <= 0:
             raise OblivioError(f"backdoor scenario: patch size must be positive, got {self.patch_size}")
 
-    def size_for(self, input_shape: Sequence[int]) -> int:
+    def patch_for(self, input_shape: Sequence[int]) -> tuple[int, int]:
+        """(rows, columns) of the trigger on inputs of ``input_shape`` (1 row on one-row inputs)."""
         h, w = input_shape[-2:]
-        size = self.patch_size or max(2, min(h, w) // 7)
-        if size > h or size > w:
-            raise OblivioError(f"backdoor scenario: trigger of {size}x{size} px is larger than the {h}x{w} image")
-        return size
+        size = self.patch_size or max(2, (w if h == 1 else min(h, w)) // 7)
+        rows = 1 if h == 1 else size
+        if rows > h or size > w:
+            what = f"{size} features are more than the input's {w}" if h == 1 else \
+                f"{size}x{size} px is larger than the {h}x{w} image"
+            raise OblivioError(f"backdoor scenario: trigger of {what}")
+        return rows, size
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         """Return a copy of images ``x`` (N, C, H, W) with the trigger patch applied."""
-        s = self.size_for(x.shape[1:])
+        r, s = self.patch_for(x.shape[1:])
         x = x.clone()
-        rows = slice(0, s) if self.position.startswith("top") else slice(x.shape[-2] - s, x.shape[-2])
+        rows = slice(0, r) if self.position.startswith("top") else slice(x.shape[-2] - r, x.shape[-2])
         cols = slice(0, s) if self.position.endswith("left") else slice(x.shape[-1] - s, x.shape[-1])
         x[..., rows, cols] = self.value
         return x
@@ -304,7 +311,7 @@ def make_split(
     elif isinstance(scenario, Backdoor):
         if not 0 <= scenario.target < k:
             raise OblivioError(f"backdoor scenario: unknown target class {scenario.target}; {data.info.name} has classes 0..{k - 1}")
-        scenario.size_for(data.info.input_shape)
+        scenario.patch_for(data.info.input_shape)
         candidates = pool[y_pool != scenario.target]
         n = int(round(scenario.fraction * len(pool)))
         if n <= 0:
