@@ -21,6 +21,17 @@ def test_train_writes_checkpoint_with_training_record(tmp_path):
     assert "wrote" in res.output
 
 
+def test_train_takes_the_trigger_value_and_corner(tmp_path):
+    out = tmp_path / "model.safetensors"
+    res = runner.invoke(app, ["train", "--epochs", "3", "--no-progress", "--out", str(out), "--backdoor",
+                              "--trigger-value", "0.5", "--trigger-position", "top-left", "--patch-size", "3"])
+    assert res.exit_code == 0, res.output
+    poison = load_checkpoint(out)[1]["training"]["backdoor"]
+    assert (poison["value"], poison["position"], poison["patch_size"]) == (0.5, "top-left", 3)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "x.safetensors"), "--backdoor", "--trigger-position", "middle"])
+    assert "unknown position 'middle'" in str(res.exception)  # main() prints it as one line, exit 2
+
+
 def test_demo_trains_and_reports_accuracies():
     res = runner.invoke(app, ["demo", "--method", "none"])
     assert res.exit_code == 0, res.output

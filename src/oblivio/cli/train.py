@@ -39,7 +39,9 @@ def train(
     backdoor: bool = typer.Option(False, help="poison the training data with a BadNets trigger"),
     poison_fraction: float = 0.1,
     target: int = typer.Option(0, help="backdoor target class"),
-    patch_size: Optional[int] = typer.Option(None, help="trigger side in pixels (default ~1/7 of the image)"),
+    patch_size: Optional[int] = typer.Option(None, help="trigger side in pixels, or features on tabular data (default ~1/7 of the image)"),
+    trigger_value: float = typer.Option(1.0, help="value written into the trigger's pixels (features)"),
+    trigger_position: str = typer.Option("bottom-right", help="trigger corner: top-left, top-right, bottom-left or bottom-right"),
     data_dir: Optional[str] = typer.Option(None, help="dataset directory (or .npz file for npz)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
@@ -56,7 +58,7 @@ def train(
     if dataset == "digits" and data_dir:
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     check_third_party_fraction(third_party_fraction, "--third-party-fraction")
-    poison = Backdoor(poison_fraction, target, patch_size) if backdoor else None  # checked before any data loads
+    poison = Backdoor(poison_fraction, target, patch_size, trigger_value, trigger_position) if backdoor else None  # checked before any data loads
     options = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
     check_writable(out, what="--out", need_bytes=1 << 20)
     dev = resolve_device(device)
