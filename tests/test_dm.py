@@ -1,9 +1,10 @@
 """dm's stopping rule: nothing to forget is recognised at step 0; a remembered random subset is forgotten."""
 import pytest
 import torch
+from torch.utils.data import TensorDataset
 
 from oblivio import ClassForget, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
-from oblivio.methods.dm import familiarity_z, logit_confidence, quantile_match
+from oblivio.methods.dm import calibrated_z, familiarity_z, logit_confidence, quantile_match, welch_z
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -123,3 +124,32 @@ def test_dm_utility_guard_backs_off_a_step_size_that_wrecks_the_model(digits, or
     assert accuracy(result.model, split.forget) < 0.1
     default = unlearn(model, split=split, method="dm", seed=0).info
     assert "backoffs" not in default and "safeguard" not in default  # quiet when the step size is fine
+
+
+def test_calibrated_z_removes_the_small_sample_bias_of_skewed_losses():
+    """Skewed losses (most ~0, a tail): a few unseen samples' mean is usually under the reference's, so
+    the raw Welch z is positive on unseen data; against its bootstrap null it is centred again."""
+    gen = torch.Generator().manual_seed(0)
+    reference = torch.distributions.Exponential(1.0).sample((300,)) ** 4  # heavy right tail
+    typical = reference.median().reshape(1)
+    raw = float(welch_z(typical.double(), reference.double()))
+    z, (q16, median, q84) = calibrated_z(raw, 1, reference, seed=0)
+    assert raw > 1.0 and median > 1.0 and abs(z) < 0.5, (raw, z, median)
+    normal = torch.randn(300, generator=gen)  # symmetric losses, many samples: the null is ~N(0, 1)
+    forget = torch.randn(200, generator=gen) - 0.3
+    raw = float(welch_z(forget.double(), normal.double()))
+    z, (q16, median, q84) = calibrated_z(raw, 200, normal, seed=0)
+    assert abs(median) < 0.15 and abs(q84 - median - 1) < 0.2 and abs(z - raw) < 0.35, (raw, z, q16, median, q84)
+
+
+def test_dm_ends_at_once_on_a_one_sample_request_like_unseen_data(splits, original):
+    """One forget sample of the digits MLP, as familiar as unseen data (phi near the reference median): the raw
+    z says 'remembered' (2.6) and dm ran its 500-step budget; the calibrated z says nothing to forget."""
+    split, model = splits["random"], original("random")
+    one = TensorDataset(*(t[:1] for t in split.forget.tensors))
+    raw = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0, null_draws=0, max_steps=20)
+    assert raw.info["initial_z_loss"] > 1 and raw.info["steps"] == 20
+    result = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0)
+    info = result.info
+    assert info["nothing_to_forget"] and info["steps"] == 0 and info["initial_z_loss"] <= 1 < info["initial_z_loss_welch"]
+    assert same_weights(result.model, model)
