@@ -115,7 +115,7 @@ def test_backdoor_on_tabular_features():
     stamped = Backdoor(value=5.0, position="bottom-left").stamp(torch.zeros(2, 1, 1, 30))
     assert stamped[:, 0, 0, :4].eq(5).all() and stamped.sum() == 2 * 4 * 5  # 30 // 7 features
     assert Backdoor(patch_size=3).stamp(torch.zeros(1, 1, 1, 10))[0, 0, 0].tolist()[-4:] == [0, 1, 1, 1]
-    with pytest.raises(OblivioError, match="trigger of 11 features are more than the input's 10"):
+    with pytest.raises(OblivioError, match="trigger of 11 features does not fit the input's 10"):
         Backdoor(patch_size=11).stamp(torch.zeros(1, 1, 1, 10))
 
     bc = load_breast_cancer()

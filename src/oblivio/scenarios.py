@@ -107,9 +107,9 @@ class Backdoor:
         size = self.patch_size or max(2, (w if h == 1 else min(h, w)) // 7)
         rows = 1 if h == 1 else size
         if rows > h or size > w:
-            what = f"{size} features are more than the input's {w}" if h == 1 else \
+            what = f"{size} features does not fit the input's {w}" if h == 1 else \
                 f"{size}x{size} px is larger than the {h}x{w} image"
-            raise OblivioError(f"backdoor scenario: trigger of {what}")
+            raise OblivioError(f"backdoor scenario: a trigger of {what}")
         return rows, size
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:

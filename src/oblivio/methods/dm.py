@@ -126,8 +126,8 @@ def familiarity_z(logits_f: torch.Tensor, y_f: torch.Tensor, logits_r: torch.Ten
     Returns (z_loss, z_acc, stats): z_loss = (mean reference loss - mean forget loss) / its standard
     error (Welch), per-sample cross-entropy clipped at ``loss_clip``, lowered to its value against its
     null distribution where that is lower (``calibrated_z``, ``null_draws`` bootstrap draws; 0 = the
-    raw Welch z, also in ``stats["z_loss_welch"]``); z_acc = (forget accuracy - reference accuracy) / pooled binomial
-    standard error. Positive = the forget set is remembered.
+    raw Welch z, also in ``stats["z_loss_welch"]``); z_acc = (forget accuracy - reference accuracy) /
+    pooled binomial standard error. Positive = the forget set is remembered.
     """
     phi_f = logit_confidence(logits_f.double(), y_f)
     phi_r = logit_confidence(logits_r.double(), y_r)
