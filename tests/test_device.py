@@ -254,6 +254,7 @@ def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(sp
     info = result.info
     assert info["safeguard"] in ("retain_drop_backoff", "retain_drop_stop") and info["backoffs"] >= 1
     assert info["final_alpha"] == 0.05 / 2 ** info["backoffs"]
+    assert info["backoffs"] <= info["steps_undone"] < info["steps"]  # every backoff undid at least one step
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.22  # 20 points on the probe
     assert l1_norm(result.model) < 0.5 * l1_norm(model)  # it did sparsify, within the guard
     off = unlearn(model, split=split, method="l1-sparse", seed=0, alpha=0.05, max_retain_drop=1.0)
@@ -290,7 +291,7 @@ class _ScriptedGuard:
 
     def __init__(self, results: list[bool], max_backoffs: int = 0):
         self.results, self.max_backoffs, self.backoffs, self.at = list(results), max_backoffs, 0, []
-        self.active, self.weights = True, []
+        self.active, self.weights, self.undone = True, [], []
 
     def snapshot(self, model):
         return copy.deepcopy(model.state_dict())
@@ -299,9 +300,10 @@ class _ScriptedGuard:
         self.weights.append(model.weight.detach().clone())
         return self.results.pop(0)
 
-    def backoff(self, epoch: int, step: int) -> None:
+    def backoff(self, epoch: int, step: int, undone: int = 0) -> None:
         self.backoffs += 1
         self.at.append((epoch, step))
+        self.undone.append(undone)
 
 
 def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_the_last_good_check():
@@ -310,13 +312,14 @@ def test_run_epochs_checks_within_long_epochs_and_undoes_only_the_steps_since_th
     guard = _ScriptedGuard([True, False])  # the check after step 3 holds, the one after step 6 fails
     steps = run_epochs(model, data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5, batch_size=10, seed=0,
                        guard=guard, check_every=3)
-    assert steps == 6 and guard.at == [(1, 6)]  # stopped mid-epoch, not after 10 or 20 steps
+    assert steps == 6 and guard.at == [(1, 6)] and guard.undone == [3]  # stopped mid-epoch, steps 4-6 undone
     assert torch.equal(model.weight, guard.weights[0])  # back to the weights of the check that held
     assert not torch.equal(model.weight, guard.weights[1])
     backing_off = _ScriptedGuard([True, False, True, True, True, True, True, True], max_backoffs=1)
     steps = run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5,
                        batch_size=10, seed=0, guard=backing_off, check_every=3)
     assert steps == 20 and backing_off.at == [(1, 6)]  # one backoff (lr halved), then both epochs run on
+    assert backing_off.undone == [3]  # 20 steps taken, 17 kept
     epoch_only = _ScriptedGuard([True, True])
     run_epochs(torch.nn.Linear(3, 2), data, torch.nn.functional.cross_entropy, epochs=2, lr=0.5, batch_size=10,
                seed=0, guard=epoch_only)

@@ -57,26 +57,28 @@ def run_epochs(
     With an active ``guard``, the retain probe is checked after every epoch (and every ``check_every``
     steps within one, for long epochs); when it fell too far, the steps since the last good check are
     undone (weights and momentum) and the learning rate halved, at most ``guard.max_backoffs`` times;
-    then training stops (``guard.backoffs``, ``guard.summary()`` say what happened). ``on_backoff``, when
-    given, is called at each backoff that training survives instead of halving the learning rate (e.g. to
-    weaken a penalty term that caused the drop).
+    then training stops (``guard.backoffs``, ``guard.undone``, ``guard.summary()`` say what happened; the
+    returned step count includes the undone steps). ``on_backoff``, when given, is called at each backoff
+    that training survives instead of halving the learning rate (e.g. to weaken a penalty term that caused
+    the drop).
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     guarding = guard is not None and guard.active
     good = guard.snapshot(model) if guarding else None
-    steps = 0
+    steps = kept = 0  # steps taken; steps at the last check that held
 
     def checked(epoch: int) -> bool | None:
         """Check the probe: True when it held, False after a backoff, None when training must stop."""
-        nonlocal good
+        nonlocal good, kept
         if guard.check(model):
-            good = guard.snapshot(model)
+            good, kept = guard.snapshot(model), steps
             return True
         model.load_state_dict(good)
         opt.state.clear()
-        guard.backoff(epoch, steps)
+        guard.backoff(epoch, steps, undone=steps - kept)
+        kept = steps
         if guard.backoffs > guard.max_backoffs:
             return None
         if on_backoff is not None:
@@ -186,6 +188,7 @@ class RetainGuard:
         self.max_drop = max_drop
         self.max_backoffs = max_backoffs  # backoffs allowed before a method stops (run_epochs: undo steps, halve lr)
         self.backoffs = 0
+        self.undone = 0  # optimiser steps undone by backoffs (their weights were restored)
         self.passed = 0  # checks that held
         self._backoff: tuple[int, int, float] | None = None  # (epoch, step, probe accuracy) of the latest backoff
         self.batches = DeviceData(probe, device_of(model)) if probe is not None else None
@@ -212,9 +215,11 @@ class RetainGuard:
         self.passed += held
         return held
 
-    def backoff(self, epoch: int, step: int) -> None:
-        """Note that ``run_epochs`` undid its steps up to ``step`` of ``epoch`` (1-based): the last check failed."""
+    def backoff(self, epoch: int, step: int, undone: int = 0) -> None:
+        """Note that ``run_epochs`` undid its last ``undone`` steps, up to ``step`` of ``epoch`` (1-based): the
+        last check failed."""
         self.backoffs += 1
+        self.undone += undone
         self._backoff = (epoch, step, self.last)
 
     def summary(self) -> dict:
@@ -223,7 +228,7 @@ class RetainGuard:
             return {}
         epoch, step, acc = self._backoff
         return {"safeguard": "retain_drop_stop" if self.backoffs > self.max_backoffs else "retain_drop_backoff",
-                "safeguard_epoch": epoch, "safeguard_step": step, "backoffs": self.backoffs,
+                "safeguard_epoch": epoch, "safeguard_step": step, "backoffs": self.backoffs, "steps_undone": self.undone,
                 "probe_retain_acc_original": round(self.baseline, 4), "probe_retain_acc_at_stop": round(acc, 4)}
 
     def record(self, what: str, step: int) -> dict:
