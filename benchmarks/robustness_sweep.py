@@ -26,6 +26,7 @@ from rich.console import Console
 
 from oblivio.bench import print_report, run_benchmark
 from oblivio.bench.config import parse_config
+from oblivio.bench.report import ranked_by_gap
 
 METHODS = ["ft", "ga", "rl", "dm", "bad-teacher", "scrub", "salun", "l1-sparse", "ssd", "unsir", "boundary",
            "regun", "neggrad+"]
@@ -73,19 +74,17 @@ def cases(paths: dict[str, Path]) -> dict[str, dict]:
 
 
 def ranking(result) -> list[str]:
-    """One line per scenario: the original's Avg. Gap, the three closest methods, dm's rank."""
-    gaps: dict[str, dict[str, float]] = {}
-    for row in result.summary:
-        gap = row.get("avg_gap_mean")
-        if gap is not None and gap == gap and not row.get("failed") and not row.get("refused"):
-            gaps.setdefault(row["scenario"], {})[row["method"]] = gap
+    """One line per scenario: the original's Avg. Gap, the three closest methods, dm's rank (as the
+    report's "closest to retrain" table ranks them)."""
     lines = []
-    for scenario, by_method in gaps.items():
-        ranked = sorted((g, m) for m, g in by_method.items() if m not in ("original", "retrain"))
-        dm = next((i + 1 for i, (_, m) in enumerate(ranked) if m == "dm"), None)
-        top = ", ".join(f"{m} {g:.2f}" for g, m in ranked[:3])
-        lines.append(f"{scenario}: original {by_method.get('original', float('nan')):.2f} | {top} | dm "
-                     + (f"{by_method['dm']:.2f}, rank {dm} of {len(ranked)}" if dm else "failed"))
+    for scenario in result.config.scenarios:
+        ranked = ranked_by_gap(result, scenario)
+        original = next((r.get("avg_gap_mean", float("nan")) for r in result.summary
+                         if r["scenario"] == scenario and r["method"] == "original"), float("nan"))
+        top = ", ".join(f"{r['method']} {r['avg_gap_mean']:.2f}" for r in ranked[:3])
+        dm = next(((i + 1, r) for i, r in enumerate(ranked) if r["method"] == "dm"), None)
+        lines.append(f"{scenario}: original {original:.2f} | {top} | dm "
+                     + (f"{dm[1]['avg_gap_mean']:.2f}, rank {dm[0]} of {len(ranked)}" if dm else "failed"))
     return lines
 
 

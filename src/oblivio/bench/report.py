@@ -312,12 +312,17 @@ def _describe(spec: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in spec.items() if k != "kind" and v is not None) or spec["kind"]
 
 
+def ranked_by_gap(result: BenchResult, scenario: str) -> list[dict]:
+    """The summary rows of ``scenario``'s methods with an Avg. Gap (on some seed), closest to retrain first."""
+    return sorted((r for r in result.summary if r["scenario"] == scenario and r["method"] not in ("original", "retrain")
+                   and "avg_gap_mean" in r), key=lambda r: r["avg_gap_mean"])
+
+
 def ranking_table(result: BenchResult, top: int = 3) -> tuple[str, list[str], list[list[str]]]:
     """Per scenario, the methods closest to retrain (lowest mean Avg. Gap), with their time ratio."""
     rows = []
     for name in result.config.scenarios:
-        ranked = sorted((r for r in result.summary if r["scenario"] == name and r["method"] not in ("original", "retrain")
-                         and "avg_gap_mean" in r), key=lambda r: r["avg_gap_mean"])
+        ranked = ranked_by_gap(result, name)
         cells = [f"{r['method']} {r['avg_gap_mean']:.2f} ({r.get('time_ratio_mean', float('nan')):.3f}×)"
                  for r in ranked[:top]]
         rows.append([name, *cells, *["-"] * (top - len(cells))])

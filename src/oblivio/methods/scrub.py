@@ -67,7 +67,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import OblivioError
 from ..training import check_finite, make_optimizer
 from .base import UnlearnData, Unlearner, register
 from ..batching import DeviceData
@@ -125,8 +124,6 @@ class Scrub(Unlearner):
                 sgda_epochs=self.sgda_epochs, lr=self.lr, kd_T=self.kd_T, batch_size=self.batch_size,
                 forget_batch_size=self.forget_batch_size, max_retain_drop=self.max_retain_drop,
             )
-            if self.max_backoffs < 0:
-                raise OblivioError(f"scrub: max_backoffs must be >= 0, got {self.max_backoffs}")
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict:
         c = self.config
