@@ -153,3 +153,39 @@ def test_dm_ends_at_once_on_a_one_sample_request_like_unseen_data(splits, origin
     info = result.info
     assert info["nothing_to_forget"] and info["steps"] == 0 and info["initial_z_loss"] <= 1 < info["initial_z_loss_welch"]
     assert same_weights(result.model, model)
+
+
+def test_dm_class_reference_drops_what_the_model_confuses_with_the_class(digits):
+    """A retrained model never predicts a class it never saw, so for class forgetting the third-party
+    samples that the model predicts as the forgotten class are no evidence of 'unseen': they are dropped."""
+    from oblivio.methods import UnlearnData
+    from oblivio.methods.dm import DistributionMatching
+
+    split = make_split(digits, ClassForget((3,)), seed=0)
+    x, y = split.third_party.tensors
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(x[0].numel(), 10))
+    with torch.no_grad():  # predicts class 3 exactly where the first pixel is lit, class 0 elsewhere
+        model[1].weight.zero_()
+        model[1].bias.zero_()
+        model[1].bias[0] = 0.5
+        model[1].weight[3, 0] = 1e3
+    flat = x.flatten(1).clone()
+    flat[: len(flat) // 2, 0] = 1.0  # light the first pixel of half the pool
+    third = TensorDataset(flat.reshape(x.shape), y)
+    confused = (flat[:, 0] > 1e-3) & (y != 3)
+    data = UnlearnData(forget=split.forget, num_classes=10, third_party=third, forget_classes=(3,))
+    unlearner = DistributionMatching()
+    assert len(unlearner.reference_pool(data, model)) == int(((y != 3) & ~confused).sum()) > 0
+    assert len(unlearner.reference_pool(data)) == int((y != 3).sum())
+    kept = DistributionMatching(drop_confused=False).reference_pool(data, model)
+    assert len(kept) == int((y != 3).sum())
+
+
+def test_dm_forgets_every_sample_of_a_class(splits, original):
+    """Class forgetting ends with no forget sample predicted as the class, as a retrained model."""
+    split, model = splits["class"], original("class")
+    result = unlearn(model, split=split, method="dm", seed=0)
+    info = result.info
+    assert info["stopped_by"] == "threshold" and info["forgotten_share"] == 0.0, info
+    assert accuracy(result.model, split.forget) == 0.0
+    assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.02

@@ -222,10 +222,20 @@ class DistributionMatching(Unlearner):
     alone lets the mass leave towards the classes the model finds similar, as retraining does.
     Stop: the KS statistic between ``m`` on 512-sample probes of the
     forget set and the reference pool (values under ``mass_floor`` = 1 % treated as equal) is at
-    most its critical value at ``alpha`` = 0.05 and at most ``max_forgotten_share`` = 2 % of forget
-    samples are still predicted as a forgotten class / the target; else ``max_steps``. Here the
+    most its critical value at ``alpha`` = 0.05 and at most ``max_forgotten_share`` of the forget
+    probe is still predicted as a forgotten class / the target; else ``max_steps``. Here the
     signal is large (mass ~1 vs ~0), so the test has power; a model that never learnt the class
     passes at step 0 (``nothing_to_forget``).
+
+    Forgotten classes are held to what a retrained model does: it never predicts a class it never
+    saw. So ``max_forgotten_share`` defaults to 0 for classes (0.02 for a backdoor, where a clean
+    model also sends a few triggered samples to the target: retrain ASR 1-3 % in our runs), and with
+    ``drop_confused`` (default) the reference pool leaves out the third-party samples the model as
+    given predicts as a forgotten class (``info["reference_confused_dropped"]``): their high mass is
+    the original's confusion, which retraining removes, and matching it kept ~2 % of the forget set
+    in the class. Measured (2-core CPU, memorising BatchNorm CNN, Fashion-MNIST 3k, 40 epochs,
+    seeds 0-2, class 3): Avg. Gap 0.51 -> 0.15, 64 -> 21 s (0.9x -> 0.3x retrain); the share limit
+    alone, without dropping the confused references, ran to the 500-step budget (Gap 0.92).
 
     Defaults: Adam lr 1e-3, batches of 128 (forget, reference, retain), at most 500 steps.
     ``anchor_weight`` 10 and ``z_stop`` 1 were chosen on digits (random 30 %, MLP, seeds 0-2) and a
@@ -268,7 +278,7 @@ class DistributionMatching(Unlearner):
         alpha: float = 0.05
         stat_samples: int = 512
         mass_floor: float = 0.01
-        max_forgotten_share: float = 0.02
+        max_forgotten_share: float | None = None  # None: 0 for forgotten classes, 0.02 for a backdoor
         phi_weight: float = 1.0
         z_stop: float = 1.0
         loss_clip: float = 10.0
@@ -279,6 +289,7 @@ class DistributionMatching(Unlearner):
         max_utility_drop: float = 0.05
         max_backoffs: int = 10
         utility_samples: int = 512
+        drop_confused: bool = True
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -300,14 +311,23 @@ class DistributionMatching(Unlearner):
             return (data.backdoor_target,)
         return ()
 
-    def reference_pool(self, data: UnlearnData) -> TensorDataset:
-        """The third-party samples that show what 'unseen' looks like for this request."""
+    def reference_pool(self, data: UnlearnData, model: nn.Module | None = None) -> TensorDataset:
+        """The third-party samples that show what 'unseen' looks like for this request.
+
+        Without the excluded labels; for class forgetting with ``drop_confused`` and a ``model``, also
+        without the samples that ``model`` predicts as a forgotten class (a retrained model cannot)."""
         excluded = self.excluded_classes(data)
         x, y = tensors_of(data.third_party)
         keep = ~torch.isin(y, torch.tensor(excluded, dtype=y.dtype))
         if not keep.any():
             raise OblivioError(f"method 'dm': the third-party pool has no sample outside the forgotten classes {list(excluded)}")
-        return TensorDataset(x[keep], y[keep])
+        x, y = x[keep], y[keep]
+        if data.forget_classes and self.config.drop_confused and model is not None:
+            logits, _ = predict(model, TensorDataset(x, y))
+            clear = ~torch.isin(logits.argmax(1), torch.tensor(excluded))
+            if clear.any():
+                x, y = x[clear], y[clear]
+        return TensorDataset(x, y)
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
@@ -320,7 +340,7 @@ class DistributionMatching(Unlearner):
         if c.familiarity_samples <= 0 or c.stat_samples <= 0 or c.loss_clip <= 0 or c.utility_samples <= 0:
             raise OblivioError("method 'dm': familiarity_samples, stat_samples, utility_samples and loss_clip must be positive")
         dev = device_of(model)
-        reference = self.reference_pool(data)
+        reference = self.reference_pool(data, model)
         excluded = torch.tensor(self.excluded_classes(data), dtype=torch.long)
         by_sample = len(excluded) == 0  # random subset: match per-sample familiarity (phi); else the forgotten mass
         if by_sample:
@@ -356,8 +376,12 @@ class DistributionMatching(Unlearner):
             match_ramp over max_steps."""
             return c.match_weight * c.match_ramp ** (steps / max(c.max_steps, 1))
 
+        max_share = c.max_forgotten_share
+        if max_share is None:
+            max_share = 0.0 if data.forget_classes else 0.02
+
         def matched(distance: float, share: float) -> bool:
-            return distance <= threshold and share <= c.max_forgotten_share
+            return distance <= threshold and share <= max_share
 
         forget_it = tensor_batches(data.forget, c.batch_size, data.seed)
         third_it = tensor_batches(reference, c.batch_size, data.seed + 1)
@@ -438,6 +462,9 @@ class DistributionMatching(Unlearner):
             info |= {f"initial_{k}": v for k, v in initial_stats.items()} | stats
         else:
             info["forgotten_share"] = share
+            info["reference_size"] = len(reference)
+            if data.forget_classes and c.drop_confused:
+                info["reference_confused_dropped"] = len(self.reference_pool(data)) - len(reference)
         if stopped_by == "already_matched":
             info["nothing_to_forget"] = True
             info["reason"] = (
