@@ -187,5 +187,6 @@ def test_dm_forgets_every_sample_of_a_class(splits, original):
     result = unlearn(model, split=split, method="dm", seed=0)
     info = result.info
     assert info["stopped_by"] == "threshold" and info["forgotten_share"] == 0.0, info
+    assert info["reference_confused_dropped"] >= 0 and info["reference_size"] > 0
     assert accuracy(result.model, split.forget) == 0.0
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.02
