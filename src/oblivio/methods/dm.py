@@ -289,7 +289,7 @@ class DistributionMatching(Unlearner):
         max_utility_drop: float = 0.05
         max_backoffs: int = 10
         utility_samples: int = 512
-        drop_confused: bool = True
+        drop_confused: bool = True  # class forgetting: leave out the references the model predicts as the class
 
     @classmethod
     def search_space(cls, trial) -> dict:
