@@ -321,13 +321,17 @@ class DistributionMatching(Unlearner):
         keep = ~torch.isin(y, torch.tensor(excluded, dtype=y.dtype))
         if not keep.any():
             raise OblivioError(f"method 'dm': the third-party pool has no sample outside the forgotten classes {list(excluded)}")
-        x, y = x[keep], y[keep]
-        if data.forget_classes and self.config.drop_confused and model is not None:
-            logits, _ = predict(model, TensorDataset(x, y))
-            clear = ~torch.isin(logits.argmax(1), torch.tensor(excluded))
-            if clear.any():
-                x, y = x[clear], y[clear]
-        return TensorDataset(x, y)
+        pool = TensorDataset(x[keep], y[keep])
+        return self.without_confused(pool, model, data) if model is not None else pool
+
+    def without_confused(self, pool: TensorDataset, model: nn.Module, data: UnlearnData) -> TensorDataset:
+        """``pool`` less the samples ``model`` predicts as a forgotten class (class forgetting with
+        ``drop_confused``; otherwise, or when that would leave nothing, ``pool`` itself)."""
+        if not (data.forget_classes and self.config.drop_confused):
+            return pool
+        logits, _ = predict(model, pool)
+        clear = ~torch.isin(logits.argmax(1), torch.tensor(data.forget_classes))
+        return TensorDataset(*(t[clear] for t in pool.tensors)) if clear.any() else pool
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
@@ -340,7 +344,8 @@ class DistributionMatching(Unlearner):
         if c.familiarity_samples <= 0 or c.stat_samples <= 0 or c.loss_clip <= 0 or c.utility_samples <= 0:
             raise OblivioError("method 'dm': familiarity_samples, stat_samples, utility_samples and loss_clip must be positive")
         dev = device_of(model)
-        reference = self.reference_pool(data, model)
+        labelled = self.reference_pool(data)
+        reference = self.without_confused(labelled, model, data)
         excluded = torch.tensor(self.excluded_classes(data), dtype=torch.long)
         by_sample = len(excluded) == 0  # random subset: match per-sample familiarity (phi); else the forgotten mass
         if by_sample:
@@ -464,7 +469,7 @@ class DistributionMatching(Unlearner):
             info["forgotten_share"] = share
             info["reference_size"] = len(reference)
             if data.forget_classes and c.drop_confused:
-                info["reference_confused_dropped"] = len(self.reference_pool(data)) - len(reference)
+                info["reference_confused_dropped"] = len(labelled) - len(reference)
         if stopped_by == "already_matched":
             info["nothing_to_forget"] = True
             info["reason"] = (
