@@ -13,14 +13,19 @@
     methods: [ft, ga, {dm: {epochs: 3}}]   # or a mapping name -> options, or "all"
     sequential: {requests: 5, fraction: 0.02, methods: [ft, dm], seeds: [0]}
     tune: {trials: 20, methods: [ft, dm], seed: 0}   # adds rows "ft (tuned, 20 trials)" (see oblivio.tune)
+    population: 32                  # per seed and scenario: 32 originals, 32 retrains, each method on every original
     output: runs/bench/digits
     device: auto                    # auto (CUDA when present), cpu, cuda, cuda:N; `oblivio bench --device` overrides
     amp: null                       # or bf16: autocast for training, unlearning and measuring
     deterministic: false            # deterministic CUDA kernels (see oblivio.device)
     ray: {gpus_per_task: 0.25, cpus_per_task: 1}   # resources per task under --ray (default: 1 GPU if any)
 
-"original" and "retrain" rows are always part of a run: the retrain row is the gold standard,
-a fresh model trained with the same recipe and seed on the retain set only.
+"original", "retrain" and "retrain (other seed)" rows are always part of a run: the retrain row is the
+gold standard, a fresh model trained with the same recipe and seed on the retain set only; the other-seed
+retrain is trained the same way from another seed and scored like a method, so its gap is the noise floor
+(how far two honest retrains differ). With ``population: N`` every row is N members (member 0 trains from
+the seed itself, the others from seeds derived from it, see ``population.member_seed``) on the same split,
+and the report adds per-example metrics over the members (``oblivio.audit.population``).
 """
 from __future__ import annotations
 
@@ -40,9 +45,11 @@ from ..methods import available_methods, get_method
 from ..scenarios import Scenario, check_third_party_fraction, scenario_from_dict
 from ..training import TrainConfig
 
-RESERVED = ("original", "retrain")
+NOISE_FLOOR = "retrain (other seed)"
+RESERVED = ("original", "retrain", NOISE_FLOOR)
+MAX_POPULATION = 1024
 _TOP_KEYS = {"name", "dataset", "model", "train", "third_party_fraction", "seeds", "scenarios", "methods",
-             "sequential", "tune", "threads", "output", "ray", "device", "amp", "deterministic"}
+             "sequential", "tune", "population", "threads", "output", "ray", "device", "amp", "deterministic"}
 _RAY_KEYS = ("gpus_per_task", "cpus_per_task")
 
 
@@ -99,6 +106,7 @@ class BenchConfig:
     third_party_fraction: float = 0.1
     sequential: SequentialConfig | None = None
     tune: TuneConfig | None = None
+    population: int | None = None
     threads: int | None = None
     output: str | None = None
     device: str = "auto"
@@ -106,6 +114,11 @@ class BenchConfig:
     deterministic: bool = False
     ray: dict = field(default_factory=dict)
     source: str | None = field(default=None, compare=False)
+
+    @property
+    def members(self) -> int:
+        """Members per (seed, scenario, row): the population size, 1 without one."""
+        return self.population or 1
 
     def scenario(self, name: str) -> Scenario:
         return scenario_from_dict(self.scenarios[name])
@@ -131,10 +144,17 @@ class BenchConfig:
         or device choice)."""
         d = self.to_dict()
         d.pop("output"), d.pop("threads"), d.pop("ray"), d.pop("device")
-        for key, off in (("amp", None), ("deterministic", False)):  # keep the hashes of configs without them
+        for key, off in (("amp", None), ("deterministic", False), ("population", None)):  # keep the hashes of configs without them
             if d[key] == off:
                 d.pop(key)
         return stable_hash(d)
+
+
+def check_population(value: Any, where: str) -> int:
+    """``value`` as a population size (1 = no population), or a one-line error naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_POPULATION:
+        raise OblivioError(f"{where} must be an integer from 1 to {MAX_POPULATION}, got {value!r}")
+    return value
 
 
 def stable_hash(obj: Any, n: int = 12) -> str:
@@ -246,6 +266,9 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         if seed is not None and not isinstance(seed, int):
             raise OblivioError(f"tune: seed must be an integer, got {seed!r}")
         tune = TuneConfig(t.get("trials", 20), tune_methods, seed)
+    population = doc.get("population")
+    if population is not None:
+        check_population(population, "config: population")
     threads = doc.get("threads")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise OblivioError(f"config: threads must be a positive integer, got {threads!r}")
@@ -266,7 +289,8 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         name=str(doc.get("name") or (Path(source).stem if source else dataset["name"])),
         dataset=dataset, model=str(doc.get("model", "mlp")), train=_train(doc.get("train")), seeds=seeds,
         scenarios=_scenarios(doc.get("scenarios", {"random": {"fraction": 0.1}})), methods=methods,
-        third_party_fraction=tpf, sequential=sequential, tune=tune, threads=threads, output=doc.get("output"), ray=ray,
+        third_party_fraction=tpf, sequential=sequential, tune=tune, population=population, threads=threads,
+        output=doc.get("output"), ray=ray,
         device=device, amp=amp, deterministic=bool(doc.get("deterministic", False)), source=source,
     )
 

@@ -3,7 +3,10 @@
 Conventions (as in the reference code): UA = 100 - forget accuracy, RA/TA = retain/test accuracy,
 MIA = MIA-efficacy (SalUn convention: share of forget samples predicted non-member, higher = more
 forgotten), AUC = threshold-attack AUC, Avg. Gap = ``audit.gap_to_retrain``'s mean |metric - retrain|
-over UA, RA, TA and MIA. Aggregates are mean ± sample standard deviation (ddof=1) over seeds.
+over UA, RA, TA and MIA. Aggregates are mean ± sample standard deviation (ddof=1) over seeds (and
+population members). "retrain (other seed)" is a second honest retrain scored like a method: the noise
+floor. Ties and "within noise" come from paired bootstrap tests (``significance``); with a population
+the per-example metrics (KLoM, F, score, U-LiRA) come from ``population``.
 """
 from __future__ import annotations
 
@@ -20,17 +23,23 @@ from typing import Any, Iterable
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
 from ..device import device_info
 from ..io import atomic_write_text
-from .config import BenchConfig
+from .config import NOISE_FLOOR, BenchConfig
 
 PERCENT = ("UA", "RA", "TA", "MIA", "ASR", "forget_acc")
-HEAD_COLUMNS = ("scenario", "step", "deleted", "method", "seed")
+HEAD_COLUMNS = ("scenario", "step", "deleted", "method", "seed", "member")
+FLAG_COLUMNS = ("refused", "unchanged")  # per run: forgot nothing (kept, verification refused it) / returned unchanged
 LABELS = {"forget_acc": "Forget acc", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "time_ratio": "× retrain",
-          "RA": "RA", "TA": "TA", "UA": "UA", "MIA": "MIA", "ASR": "ASR", "AUC": "AUC", "KS": "KS"}
+          "RA": "RA", "TA": "TA", "UA": "UA", "MIA": "MIA", "ASR": "ASR", "AUC": "AUC", "KS": "KS",
+          "avg_gap_ci": "Avg. Gap 95% CI", "vs_best": "vs best", "vs_noise": "vs noise", "KLoM": "KLoM",
+          "KLoM_p95": "KLoM p95", "KLoM_retain": "KLoM retain", "KLoM_test": "KLoM test", "F": "F", "score": "Score",
+          "ULiRA_AUC": "U-LiRA AUC", "ULiRA_TPR1": "U-LiRA TPR@1%", "klom_vs_best": "KLoM vs best"}
+POPULATION_COLUMNS = ("KLoM", "KLoM_p95", "KLoM_retain", "KLoM_test", "F", "score", "ULiRA_AUC", "ULiRA_TPR1")
 
 
 @dataclass
@@ -47,10 +56,21 @@ class BenchResult:
     sizes: dict[str, dict] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
     tuning: list[dict] = field(default_factory=list)  # one record per tuned (scenario, method)
+    population: list[dict] = field(default_factory=list)  # per (scenario, seed, row): population metrics
 
     @property
     def errors(self) -> list[dict]:
         return [r for r in self.runs + self.sequential_runs if r.get("error")]
+
+    @property
+    def forgot_nothing(self) -> list[dict]:
+        """Rows whose method returned a model that forgot nothing measurable (a result, not a failure)."""
+        return [r for r in self.runs + self.sequential_runs if r.get("refused") and not r.get("error")]
+
+    @property
+    def unchanged(self) -> list[dict]:
+        """Rows whose method's own stopping rule found nothing to forget and returned the model unchanged."""
+        return [r for r in self.runs + self.sequential_runs if r.get("unchanged")]
 
     @property
     def warnings(self) -> list[dict]:
@@ -125,9 +145,12 @@ def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
     from ..audit import gap_to_retrain
 
     retrain = {tuple(c.get(g) for g in group): c for c in cells if c["method"] == "retrain" and "metrics" in c}
+    members = any("member" in c for c in cells)
     rows = []
     for c in cells:
         row: dict[str, Any] = {k: c[k] for k in HEAD_COLUMNS if k in c}
+        if members:
+            row["member"] = c.get("member", 0)
         if "metrics" in c:
             m = c["metrics"]
             row |= m
@@ -142,7 +165,14 @@ def _rows(cells: list[dict], group: tuple[str, ...]) -> list[dict]:
                 row["train_acc"] = train_acc
             if gold is not None and gold["seconds"] > 0:
                 row["time_ratio"] = c["seconds"] / gold["seconds"]
-        warnings = (c.get("info") or {}).get("warnings") or []
+        info = c.get("info") or {}
+        if info.get("nothing_to_forget"):
+            row["unchanged"] = True
+            row["note"] = info.get("reason") or "nothing to forget"
+        if info.get("forgot_nothing"):
+            row["refused"] = True
+            row["note"] = info["forgot_nothing"]
+        warnings = info.get("warnings") or []
         if warnings:
             row["warnings"] = "; ".join(warnings)
         if c.get("error"):
@@ -169,7 +199,7 @@ def _numeric_columns(rows: Iterable[dict]) -> list[str]:
     cols: list[str] = []
     for r in rows:
         for k, v in r.items():
-            if k not in HEAD_COLUMNS and isinstance(v, (int, float)) and k not in cols:
+            if k not in HEAD_COLUMNS and isinstance(v, (int, float)) and not isinstance(v, bool) and k not in cols:
                 cols.append(k)
     return cols
 
@@ -186,11 +216,12 @@ def aggregate(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
         row: dict[str, Any] = dict(zip(by, key))
         for k in HEAD_COLUMNS:  # carry descriptive columns that every seed shares (e.g. samples deleted)
             values = {r[k] for r in ok if k in r}
-            if k not in by and k != "seed" and len(values) == 1:
+            if k not in by and k not in ("seed", "member") and len(values) == 1:
                 row[k] = values.pop()
-        refused = sum(bool(r.get("refused")) for r in members)
-        row |= {"n": len(ok), "failed": len(members) - len(ok) - refused, "refused": refused,
-                "warned": sum(bool(r.get("warnings")) for r in ok)}
+        refused_failed = sum(bool(r.get("refused")) for r in members if r.get("error"))
+        row |= {"n": len(ok), "failed": len(members) - len(ok) - refused_failed,
+                "refused": sum(bool(r.get("refused")) for r in members),
+                "unchanged": sum(bool(r.get("unchanged")) for r in ok), "warned": sum(bool(r.get("warnings")) for r in ok)}
         for c in cols:
             values = [float(r[c]) for r in ok if c in r]
             if values:
@@ -201,16 +232,58 @@ def aggregate(rows: list[dict], by: tuple[str, ...]) -> list[dict]:
 
 
 def assemble(cfg: BenchConfig, out: Path, header: dict, cells: list[dict], seq_cells: list[dict]) -> BenchResult:
-    runs = _rows(cells, ("seed", "scenario"))
+    """Rows per run, summaries per (scenario, method) with ties marked, population metrics, sequential rows."""
+    from .population import population_metrics
+    from .significance import mark_ties
+
+    runs = _rows(cells, ("seed", "scenario", "member"))
     seq_runs = _rows(seq_cells, ("seed", "step")) if seq_cells else []
+    _warn_cumulative_collapse(seq_runs)
     sizes = {c["scenario"]: c["sizes"] for c in cells if c.get("sizes") and c["seed"] == cfg.seeds[0]}
     order = {m: i for i, m in enumerate(["original", "retrain", *cfg.methods])}
     seq_summary = sorted(aggregate(seq_runs, ("step", "method")), key=lambda r: (r["step"], order[r["method"]]))
-    return BenchResult(cfg, out, header, runs, aggregate(runs, ("scenario", "method")), seq_runs, seq_summary, sizes)
+    summary = aggregate(runs, ("scenario", "method"))
+    population, per_example_klom = population_metrics(cells) if cfg.members > 1 else ([], {})
+    _merge_population(summary, population)
+    mark_ties(summary, runs, list(cfg.scenarios), per_example_klom, seed=cfg.seeds[0])
+    result = BenchResult(cfg, out, header, runs, summary, seq_runs, seq_summary, sizes)
+    result.population = population
+    return result
+
+
+def _merge_population(summary: list[dict], population: list[dict]) -> None:
+    """Mean and std over seeds of each population metric, into the summary row of its (scenario, method)."""
+    by_row = {(r["scenario"], r["method"]): r for r in summary}
+    for agg in aggregate(population, ("scenario", "method")):
+        row = by_row.get((agg["scenario"], agg["method"]))
+        if row is not None:
+            row |= {k: v for k, v in agg.items() if k.endswith(("_mean", "_std")) and not k.startswith("seed")}
+
+
+def _warn_cumulative_collapse(seq_runs: list[dict]) -> None:
+    """Warn on sequential rows whose retain accuracy fell more than the collapse threshold under the first model's.
+
+    Each step's own warning compares with the step before, so a collapse spread over many requests (each
+    under the threshold) would otherwise go unnoticed.
+    """
+    from ..methods.base import COLLAPSE_DROP
+
+    first = {r["seed"]: r["RA"] for r in seq_runs if r["method"] == "original" and r.get("step") == 1 and "RA" in r}
+    for r in seq_runs:
+        if r["method"] in ("original", "retrain") or "RA" not in r or r.get("seed") not in first:
+            continue
+        if r["RA"] < first[r["seed"]] - 100 * COLLAPSE_DROP:
+            note = (f"cumulative collapse: retain accuracy {r['RA']:.1f}% at step {r['step']} vs {first[r['seed']]:.1f}% "
+                    f"for the first model of the sequence")
+            r["warnings"] = "; ".join(filter(None, [r.get("warnings"), note]))
 
 
 # -- tables ------------------------------------------------------------------------------------------
 def _fmt(row: dict, col: str) -> str:
+    if col in ("vs_best", "vs_noise", "klom_vs_best"):
+        return row.get(col, "-")
+    if col == "avg_gap_ci":
+        return f"[{row['avg_gap_low']:.2f}, {row['avg_gap_high']:.2f}]" if "avg_gap_low" in row else "-"
     if f"{col}_mean" not in row:
         return "-"
     mean, std = row[f"{col}_mean"], row[f"{col}_std"]
@@ -218,13 +291,18 @@ def _fmt(row: dict, col: str) -> str:
         return f"{mean:.2f} ± {std:.2f}"
     if col == "time_ratio":
         return f"{mean:.3f}"
+    if col in POPULATION_COLUMNS and col.startswith("KLoM"):
+        return f"{mean:.3f} ± {std:.3f}" if std else f"{mean:.3f}"
+    if col in POPULATION_COLUMNS:
+        return f"{mean:.3f}" + (f" ± {std:.3f}" if std else "")
     if col == "seconds":
         return f"{mean:.2f} ± {std:.2f}" if mean < 100 else f"{mean:.0f} ± {std:.0f}"
     return f"{mean:.3f} ± {std:.3f}"
 
 
 def _present(rows: list[dict], cols: Iterable[str]) -> list[str]:
-    return [c for c in cols if any(f"{c}_mean" in r for r in rows)]
+    keys = {"avg_gap_ci": "avg_gap_low"}
+    return [c for c in cols if any((keys.get(c, c) in r) or f"{c}_mean" in r for r in rows)]
 
 
 def _method_label(row: dict) -> str:
@@ -233,6 +311,8 @@ def _method_label(row: dict) -> str:
         label += f" ({row['failed']} failed)"
     if row.get("refused"):
         label += f" ({row['refused']} forgot nothing)"
+    if row.get("unchanged"):
+        label += f" ({row['unchanged']} unchanged)"
     if row.get("warned"):
         label += f" ({row['warned']} warned)"
     return label
@@ -243,7 +323,8 @@ def scenario_tables(result: BenchResult) -> list[tuple[str, list[str], list[list
     tables = []
     for name in result.config.scenarios:
         rows = [r for r in result.summary if r["scenario"] == name]
-        cols = _present(rows, ("UA", "RA", "TA", "MIA", "ASR", "AUC", "avg_gap", "seconds", "time_ratio"))
+        cols = _present(rows, ("UA", "RA", "TA", "MIA", "ASR", "AUC", "avg_gap", "avg_gap_ci", "vs_best", "vs_noise",
+                               "seconds", "time_ratio"))
         title = f"{name}: {_describe(result.config.scenarios[name])}"
         if name in result.sizes:
             title += " (seed {}: {})".format(result.config.seeds[0], ", ".join(f"{k} {v}" for k, v in result.sizes[name].items()))
@@ -314,28 +395,59 @@ def _describe(spec: dict) -> str:
 
 def ranked_by_gap(result: BenchResult, scenario: str) -> list[dict]:
     """The summary rows of ``scenario``'s methods with an Avg. Gap (on some seed), closest to retrain first."""
-    return sorted((r for r in result.summary if r["scenario"] == scenario and r["method"] not in ("original", "retrain")
-                   and "avg_gap_mean" in r), key=lambda r: r["avg_gap_mean"])
+    return sorted((r for r in result.summary if r["scenario"] == scenario
+                   and r["method"] not in ("original", "retrain", NOISE_FLOOR) and "avg_gap_mean" in r),
+                  key=lambda r: r["avg_gap_mean"])
+
+
+def _tie_mark(row: dict) -> str:
+    return {"tied": ", tied", "best": ""}.get(row.get("vs_best", ""), "")
 
 
 def ranking_table(result: BenchResult, top: int = 3) -> tuple[str, list[str], list[list[str]]]:
-    """Per scenario, the methods closest to retrain (lowest mean Avg. Gap), with their time ratio."""
+    """Per scenario, the methods closest to retrain (lowest mean Avg. Gap), with their time ratio, whether they
+    tie the first (paired test), and the noise floor (the other-seed retrain's Avg. Gap)."""
     rows = []
     for name in result.config.scenarios:
         ranked = ranked_by_gap(result, name)
-        cells = [f"{r['method']} {r['avg_gap_mean']:.2f} ({r.get('time_ratio_mean', float('nan')):.3f}×)"
+        cells = [f"{r['method']} {r['avg_gap_mean']:.2f} ({r.get('time_ratio_mean', float('nan')):.3f}×{_tie_mark(r)})"
                  for r in ranked[:top]]
-        rows.append([name, *cells, *["-"] * (top - len(cells))])
-    headers = ["Scenario", *[f"#{i + 1}: Avg. Gap (× retrain time)" for i in range(top)]]
-    return "Closest to retrain (lowest mean Avg. Gap)", headers, rows
+        noise = next((r for r in result.summary if r["scenario"] == name and r["method"] == NOISE_FLOOR
+                      and "avg_gap_mean" in r), None)
+        rows.append([name, *cells, *["-"] * (top - len(cells)), f"{noise['avg_gap_mean']:.2f}" if noise else "-"])
+    headers = ["Scenario", *[f"#{i + 1}: Avg. Gap (× retrain time)" for i in range(top)], "Noise floor"]
+    title = ("Closest to retrain (lowest mean Avg. Gap; 'tied': not significantly worse than #1, paired bootstrap "
+             "95% over seeds x members; noise floor: Avg. Gap of a retrain from another seed)")
+    return title, headers, rows
+
+
+def population_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
+    """Per scenario with a population: every row's per-example metrics against the gold retrains, lowest KLoM first."""
+    if result.config.members < 2:
+        return []
+    n = result.config.members
+    cols = ("KLoM", "KLoM_p95", "F", "score", "ULiRA_AUC", "avg_gap", "avg_gap_ci", "vs_best", "klom_vs_best",
+            "vs_noise", "time_ratio")
+    tables = []
+    for name in result.config.scenarios:
+        rows = sorted((r for r in result.summary if r["scenario"] == name and "KLoM_mean" in r),
+                      key=lambda r: r["KLoM_mean"])
+        if not rows:
+            continue
+        present = _present(rows, cols)
+        title = (f"{name}: per-example verdict, {n} members per row x seeds {list(result.config.seeds)}, "
+                 f"against {n} gold retrains (lowest KLoM first)")
+        tables.append((title, ["Method", *[LABELS.get(c, c) for c in present]],
+                       [[_method_label(r), *[_fmt(r, c) for c in present]] for r in rows]))
+    return tables
 
 
 def all_tables(result: BenchResult) -> list[tuple[str, list[str], list[list[str]]]]:
     tables = scenario_tables(result)
     seq = sequential_table(result)
     tuning = tuning_table(result)
-    return ([ranking_table(result)] + tables + ([seq] if seq else []) + [accuracy_table(result)]
-            + ([tuning] if tuning else []))
+    return (population_tables(result) + [ranking_table(result)] + tables + ([seq] if seq else [])
+            + [accuracy_table(result)] + ([tuning] if tuning else []))
 
 
 def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -361,15 +473,25 @@ def to_markdown(result: BenchResult) -> str:
           if cfg.tune else []),
         f"- mean ± sample std over seeds {list(cfg.seeds)}; UA = 100 - forget acc; MIA = MIA-efficacy (SalUn "
         "convention, higher = more forgotten); AUC = threshold attack; Avg. Gap = mean |Δ| to retrain over UA, RA, TA, "
-        "MIA; Time = unlearning wall time (training time for original/retrain); × retrain = time / retrain's time",
+        "MIA; Time = unlearning wall time (training time for original/retrain); × retrain = time / retrain's time; "
+        f"{NOISE_FLOOR} = a second honest retrain (the noise floor); vs best / vs noise: paired bootstrap, 95%, over "
+        "seeds x population members ('tied' = not significantly worse than the best, 'within' = not significantly "
+        "above the noise floor)",
         "",
     ]
     for title, headers, rows in all_tables(result):
         out += [f"## {title}", "", markdown_table(headers, rows), ""]
     if result.errors:
-        out += ["## Failed cells (and results refused because nothing was forgotten)", ""]
+        out += ["## Failed cells", ""]
         out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}" for r in result.errors]
         out.append("")
+    for title, rows in (("Forgot nothing (a result: the method's model is measured as it came back)",
+                         result.forgot_nothing),
+                        ("Returned unchanged (the method's own test found nothing to forget)", result.unchanged)):
+        if rows:
+            out += [f"## {title}", ""]
+            out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r.get('note', '')}" for r in rows]
+            out.append("")
     if result.warnings:
         out += ["## Warnings", ""]
         out += [f"- {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['warnings']}" for r in result.warnings]
@@ -409,7 +531,7 @@ def write_report(result: BenchResult) -> None:
     atomic_write_text(files["markdown"], to_markdown(result))
     doc = {"header": h, "config": result.config.to_dict(), "summary": result.summary, "runs": result.runs,
            "sequential_summary": result.sequential_summary, "sequential_runs": result.sequential_runs,
-           "tuning": result.tuning}
+           "tuning": result.tuning, "population": result.population}
     atomic_write_text(files["json"], json.dumps(doc, indent=1, default=str))
     result.files = files
 
@@ -424,6 +546,10 @@ def print_report(result: BenchResult, console: Console) -> None:
     for r in result.errors:
         console.print(f"[red]failed[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['error']}",
                       highlight=False)
+    for what, rows in (("forgot nothing", result.forgot_nothing), ("unchanged", result.unchanged)):
+        for r in rows:
+            console.print(f"[yellow]{what}[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: "
+                          f"{escape(r.get('note', ''))}", highlight=False)
     for r in result.warnings:
         console.print(f"[yellow]warning[/] {', '.join(f'{k} {r[k]}' for k in HEAD_COLUMNS if k in r)}: {r['warnings']}",
                       highlight=False)

@@ -2,8 +2,9 @@
 
 Per seed and scenario the split is built once, the original model is trained once (and shared
 by every scenario on clean data of that seed), the gold-standard retrain is trained once on the
-retain set, and each method unlearns from the original. Every finished cell is cached (see
-``store``), so an interrupted run resumes where it stopped.
+retain set, an other-seed retrain gives the noise floor, and each method unlearns from the original.
+With a population every one of these is done per member (see ``population``). Every finished cell
+is cached (see ``store``), so an interrupted run resumes where it stopped.
 
 The grid is cut into jobs (``plan_jobs``): one per original model, one per cell, one per
 sequential chain; a job waits for the original it starts from. An executor (``oblivio.parallel``)
@@ -38,14 +39,17 @@ from ..scenarios import Backdoor, RandomSubset, Split, make_split
 from ..training import place, train
 from ..unlearning import unlearn
 from ..verification import NothingForgotten
-from .config import BenchConfig, load_config, stable_hash
+from .config import NOISE_FLOOR, BenchConfig, check_population, load_config, stable_hash
+from .population import member_seed, other_seed, per_example
 from .report import BenchResult, assemble, git_commit, machine_header, write_report
 from .store import Store, code_hash, method_code_hash, model_base
 
 
 def count_cells(cfg: BenchConfig) -> int:
-    """How many cells (original + retrain + methods, per seed and scenario, plus sequential steps) a run has."""
-    n = len(cfg.seeds) * len(cfg.scenarios) * (2 + len(cfg.methods) + (len(cfg.tune.methods) if cfg.tune else 0))
+    """How many cells (original + retrain + other-seed retrain + methods, per seed, scenario and population member,
+    plus sequential steps) a run has."""
+    rows = 3 + len(cfg.methods) + (len(cfg.tune.methods) if cfg.tune else 0)
+    n = len(cfg.seeds) * len(cfg.scenarios) * cfg.members * rows
     if cfg.sequential:
         s = cfg.sequential
         n += len(s.seeds) * s.requests * (2 + len(s.methods))
@@ -73,6 +77,9 @@ def _first_line(e: Exception) -> str:
 def _error(e: Exception) -> dict:
     """A failed cell's record; ``refused`` marks a result that verification refused (it forgot nothing)."""
     return {"error": _first_line(e)} | ({"refused": True} if isinstance(e, NothingForgotten) else {})
+
+
+CELL_FORMAT = 2  # cells carry per-example phi (population metrics); older cached cells are measured again
 
 
 def _failed(doc: dict | Future) -> bool:
@@ -124,21 +131,26 @@ class _Runner:
 
         return self._model(spec, build, seed)
 
-    def original(self, split: Split) -> tuple[nn.Module, dict]:
-        """The original model of this seed (one per seed for clean data, one per backdoor poisoning)."""
+    def original(self, split: Split, member: int = 0) -> tuple[nn.Module, dict]:
+        """The original model of this seed and population member (one per seed and member for clean data, one
+        per backdoor poisoning)."""
         poison = asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None
-        return self._trained({"role": "original", "seed": split.seed, "poison": poison}, split.train, split.seed)
+        spec = {"role": "original", "seed": split.seed, "poison": poison} | _member(member)
+        return self._trained(spec, split.train, member_seed(split.seed, member))
 
     def _unlearned(self, spec: dict, start: Callable[[], nn.Module], split: Split, method: str,
-                   forget: TensorDataset | None = None, options: dict | None = None) -> tuple[nn.Module, dict]:
+                   forget: TensorDataset | None = None, options: dict | None = None,
+                   member: int = 0) -> tuple[nn.Module, dict]:
+        """``method`` applied to ``start()``; a result that forgot nothing is kept and marked (``forgot_nothing``)."""
         options = self.cfg.methods[method] if options is None else options
+        seed = member_seed(split.seed, member)
 
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=split.seed, device=self.device, amp=self.cfg.amp, **options)
+                             seed=seed, device=self.device, amp=self.cfg.amp, verify="record", **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
-        return self._model(spec | {"role": "unlearned"}, build, split.seed)
+        return self._model(spec | {"role": "unlearned"}, build, seed)
 
     # -- cells --------------------------------------------------------------------------------------
     def _cell(self, spec: dict, model: Callable[[], tuple[nn.Module, dict]], split: Split, **extra: Any) -> dict | Future:
@@ -147,16 +159,21 @@ class _Runner:
         With a thread pool the model is built and run over the data here, and its metrics are computed in
         the pool: the cell is then a future, resolved by ``run_benchmark``.
         """
-        head = {k: spec[k] for k in ("scenario", "method", "seed", "step") if k in spec}
+        head = {k: spec[k] for k in ("scenario", "method", "seed", "member", "step") if k in spec}
         key = self._cell_key(spec)
+
+        def measured(outputs, record: dict, seconds: float) -> dict:
+            start = time.perf_counter()
+            metrics = self.metrics(outputs, split.seed)
+            return head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
+                                   "info": record.get("info", {}), "per_example": per_example(outputs, split),
+                                   "measure_seconds": seconds + time.perf_counter() - start,
+                                   "load_avg": os.getloadavg()[0]}
 
         def compute() -> dict:
             net, record = model()
             start = time.perf_counter()
-            metrics = self.measure(net, split, seed=split.seed)
-            return head | extra | {"metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
-                                   "info": record.get("info", {}), "measure_seconds": time.perf_counter() - start,
-                                   "load_avg": os.getloadavg()[0]}
+            return measured(self.outputs(net, split), record, time.perf_counter() - start)
 
         if self.pool is None:
             try:
@@ -175,20 +192,15 @@ class _Runner:
             return head | _error(e)
 
         def finish() -> dict:
-            try:
-                start = time.perf_counter()
-                metrics = self.metrics(outputs, split.seed)
-                return self.store.save_cell(key, head | extra | {
-                    "metrics": {k: float(v) for k, v in metrics.items()}, "seconds": record["seconds"],
-                    "info": record.get("info", {}), "measure_seconds": seconds + time.perf_counter() - start,
-                    "load_avg": os.getloadavg()[0]}, count=False)  # counted when run_benchmark collects it
+            try:  # counted when run_benchmark collects it
+                return self.store.save_cell(key, measured(outputs, record, seconds), count=False)
             except Exception as e:  # noqa: BLE001 - as above
                 return head | {"error": _first_line(e)}
 
         return self.pool.submit(finish)
 
     def _cell_key(self, spec: dict) -> str:
-        return Store.key(self.base | spec | {"audit": self.audit_code})
+        return Store.key(self.base | spec | {"audit": self.audit_code, "cell_format": CELL_FORMAT})
 
     def _method_spec(self, method: str, options: dict | None = None) -> dict:
         options = self.cfg.methods[method] if options is None else options
@@ -201,30 +213,36 @@ class _Runner:
             self._splits[seed, scenario] = make_split(self.data, cfg.scenario(scenario), seed, cfg.third_party_fraction)
         return self._splits[seed, scenario]
 
-    def _grid_spec(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
-        """What decides the cell of ``method`` (``original``, ``retrain``, a method, a tuned method) on ``name``."""
-        where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed}
-        if method in ("original", "retrain"):
+    def _grid_spec(self, seed: int, name: str, method: str, tuned: bool = False, member: int = 0) -> dict:
+        """What decides the cell of ``method`` (``original``, ``retrain``, the other-seed retrain, a method, a tuned
+        method) on ``name`` for population ``member``."""
+        where = {"scenario": name, "scenario_spec": self.cfg.scenarios[name], "seed": seed} | _member(member)
+        if method in ("original", "retrain", NOISE_FLOOR):
             return where | {"method": method}
         if tuned:
             return where | self._method_spec(method, self.tuned[(name, method)]) | {"method": self.cfg.tune.label(method)}
         return where | self._method_spec(method)
 
-    def grid_cell(self, seed: int, name: str, method: str, tuned: bool = False) -> dict:
-        """One cell of the main grid: ``original``, ``retrain`` or a method's (default or ``tuned``) unlearned model."""
+    def grid_cell(self, seed: int, name: str, method: str, tuned: bool = False, member: int = 0) -> dict:
+        """One cell of the main grid: ``original``, ``retrain``, the other-seed retrain or a method's (default or
+        ``tuned``) unlearned model, for population ``member``."""
         split = self.split(seed, name)
         if tuned and (name, method) in self.tune_errors:  # its tuning failed: the row says why, the run goes on
-            return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed,
+            return {"scenario": name, "method": self.cfg.tune.label(method), "seed": seed, **_member(member),
                     "error": f"tuning failed: {self.tune_errors[name, method]}"}
-        spec = self._grid_spec(seed, name, method, tuned)
+        spec = self._grid_spec(seed, name, method, tuned, member)
         if method == "original":
-            return self._cell(spec, lambda: self.original(split), split, sizes=split.sizes())
-        if method == "retrain":
-            where = {k: v for k, v in spec.items() if k != "method"}
-            return self._cell(spec, lambda: self._trained(where | {"role": "retrain"}, split.retain, split.seed),
-                              split, sizes=split.sizes())
+            return self._cell(spec, lambda: self.original(split, member), split, sizes=split.sizes())
+        if method in ("retrain", NOISE_FLOOR):
+            where = {k: v for k, v in spec.items() if k != "method"} | {"role": "retrain"}
+            train_seed = member_seed(seed, member)
+            if method == NOISE_FLOOR:
+                train_seed = other_seed(seed, member)
+                where |= {"train_seed": train_seed}
+            return self._cell(spec, lambda: self._trained(where, split.retain, train_seed), split, sizes=split.sizes())
         options = self.tuned[(name, method)] if tuned else None
-        model = lambda: self._unlearned(spec, lambda: self.original(split)[0], split, method, options=options)  # noqa: E731
+        model = lambda: self._unlearned(spec, lambda: self.original(split, member)[0], split, method,  # noqa: E731
+                                        options=options, member=member)
         return self._cell(spec, model, split, **({"options": options} if tuned else {}))
 
     # -- sequential requests ------------------------------------------------------------------------
@@ -287,7 +305,7 @@ class _Runner:
     def cell_specs(self, job: "Job") -> list[dict]:
         """The specs of the cells ``job`` produces (none for an ``original`` job or a failed tuning)."""
         if job.kind == "grid" or (job.kind == "tuned" and (job.scenario, job.method) in self.tuned):
-            return [self._grid_spec(job.seed, job.scenario, job.method, tuned=job.kind == "tuned")]
+            return [self._grid_spec(job.seed, job.scenario, job.method, tuned=job.kind == "tuned", member=job.member)]
         if job.kind == "sequential":
             return [self._sequential_spec(job.seed, job.step, job.method)]
         if job.kind == "chain":
@@ -296,22 +314,23 @@ class _Runner:
 
     def run(self, job: "Job") -> list[dict]:
         """The cells of one job (none for an ``original`` job, which only fills the model cache)."""
-        if job.seed != self._seed:  # keep one seed's models in memory at a time
+        if (job.seed, job.member) != self._seed:  # keep one seed's (and member's) models in memory at a time
             self._models.clear()
-            self._splits.clear()
-            self._seed = job.seed
+            if job.seed != (self._seed or (None,))[0]:
+                self._splits.clear()
+            self._seed = (job.seed, job.member)
         if job.kind == "original":
             needed = (spec for later in job.needed_by for spec in self.cell_specs(later))
             if all(self.store.has_cell(self._cell_key(spec)) for spec in needed):
                 return []  # every cell starting from it is cached: no need to load (or rebuild) the model
             split = self.split(job.seed, job.scenario) if job.scenario else self.request_splits(job.seed)[0][0]
             try:
-                self.original(split)
+                self.original(split, job.member)
             except Exception:  # noqa: BLE001 - the cells that need it fail and report why
                 pass
             return []
         if job.kind in ("grid", "tuned"):
-            return [self.grid_cell(job.seed, job.scenario, job.method, tuned=job.kind == "tuned")]
+            return [self.grid_cell(job.seed, job.scenario, job.method, tuned=job.kind == "tuned", member=job.member)]
         if job.kind == "sequential":
             return [self.sequential_cell(job.seed, job.step, job.method)]
         return self.chain(job.seed, job.method)
@@ -333,12 +352,13 @@ class Job:
     step: int | None = None
     heads: tuple = ()
     needed_by: tuple = ()  # for an ``original`` job: the jobs that start from its model
+    member: int = 0  # population member (0 without a population)
 
     @property
     def label(self) -> str:
         where = f"seed {self.seed} {self.scenario}" if self.scenario else (
             f"sequential seed {self.seed}" + (f" step {self.step}" if self.step else ""))
-        return f"{where} {self.method or 'original'}"
+        return f"{where}{f' member {self.member}' if self.member else ''} {self.method or 'original'}"
 
 
 def plan_jobs(cfg: BenchConfig) -> list[Task]:
@@ -348,23 +368,24 @@ def plan_jobs(cfg: BenchConfig) -> list[Task]:
     """
     tasks: list[Task] = []
     clean: dict[int, int] = {}  # seed -> the job training its clean original (shared with the sequential part)
-    for seed in cfg.seeds:
+    for seed, member in ((seed, member) for seed in cfg.seeds for member in range(cfg.members)):
         originals: dict[str, int] = {}
         for name in cfg.scenarios:
             scenario = cfg.scenario(name)
             key = stable_hash(asdict(scenario)) if isinstance(scenario, Backdoor) else "clean"
             if key not in originals:
                 originals[key] = len(tasks)
-                tasks.append(Task((Job("original", seed, name),)))
-                if key == "clean":
+                tasks.append(Task((Job("original", seed, name, member=member),)))
+                if key == "clean" and member == 0:
                     clean[seed] = originals[key]
             after = (originals[key],)
-            for method in ("original", "retrain", *cfg.methods):
-                head = {"scenario": name, "method": method, "seed": seed}
-                tasks.append(Task((Job("grid", seed, name, method, heads=(head,)),), () if method == "retrain" else after))
+            for method in ("original", "retrain", NOISE_FLOOR, *cfg.methods):
+                head = {"scenario": name, "method": method, "seed": seed} | _member(member)
+                tasks.append(Task((Job("grid", seed, name, method, heads=(head,), member=member),),
+                                  () if method in ("retrain", NOISE_FLOOR) else after))
             for method in cfg.tune.methods if cfg.tune else ():
-                head = {"scenario": name, "method": cfg.tune.label(method), "seed": seed}
-                tasks.append(Task((Job("tuned", seed, name, method, heads=(head,)),), after))
+                head = {"scenario": name, "method": cfg.tune.label(method), "seed": seed} | _member(member)
+                tasks.append(Task((Job("tuned", seed, name, method, heads=(head,), member=member),), after))
     s = cfg.sequential
     for seed in s.seeds if s else ():
         first = clean.get(seed, len(tasks))
@@ -383,6 +404,11 @@ def plan_jobs(cfg: BenchConfig) -> list[Task]:
             needed_by.setdefault(i, []).append(task.args[0])
     return [Task((replace(t.args[0], needed_by=tuple(needed_by.get(i, ()))),), t.after) if t.args[0].kind == "original"
             else t for i, t in enumerate(tasks)]
+
+
+def _member(member: int) -> dict:
+    """The ``member`` key of specs and rows: absent for member 0, so runs without a population keep their keys."""
+    return {"member": member} if member else {}
 
 
 # Runners built in this process, per run: a Ray worker keeps one across the jobs of a run it is given.
@@ -494,6 +520,7 @@ def run_benchmark(
     device: str | None = None,
     amp: str | None = None,
     deterministic: bool | None = None,
+    population: int | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
 
@@ -501,12 +528,14 @@ def run_benchmark(
     False every cell is recomputed (and the cache overwritten). ``executor`` (default: serial, in
     this process) runs the jobs, e.g. ``oblivio.parallel.RayExecutor()`` for Ray tasks; every
     worker reads and writes the cache under ``out_dir``, so on a cluster it must be a shared
-    filesystem. The numbers do not depend on the executor. ``device``, ``amp`` and ``deterministic``
-    override the config's keys of the same names.
+    filesystem. The numbers do not depend on the executor. ``device``, ``amp``, ``deterministic`` and
+    ``population`` override the config's keys of the same names.
     """
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
-    overrides = {k: v for k, v in (("device", device), ("amp", check_amp(amp)), ("deterministic", deterministic))
-                 if v is not None}
+    if population is not None:
+        check_population(population, "--population")
+    overrides = {k: v for k, v in (("device", device), ("amp", check_amp(amp)), ("deterministic", deterministic),
+                                   ("population", population)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
     dev = resolve_device(cfg.device)
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)

@@ -23,6 +23,9 @@ def bench(
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's device, else auto)"),
     amp: Optional[str] = typer.Option(None, help=AMP_HELP + " (default: the config's amp)"),
     deterministic: Optional[bool] = typer.Option(None, help=DETERMINISTIC_HELP + " (default: the config's)"),
+    population: Optional[int] = typer.Option(None, help="members per row: N originals, N retrains, each method on "
+                                             "every original, scored per example (default: the config's)"),
+    strict: bool = typer.Option(False, help="exit 2 also when a method forgot nothing (it is a result, not a failure)"),
 ) -> None:
     """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report.
 
@@ -33,7 +36,7 @@ def bench(
 
     with executor_from_options(ray, ray_address_, gpus) as executor:
         result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor, device=device,
-                               amp=amp, deterministic=deterministic)
+                               amp=amp, deterministic=deterministic, population=population)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
     if result.errors:
@@ -41,3 +44,6 @@ def bench(
         what = f"{len(result.errors)} benchmark cell(s) failed" + (f" ({refused} forgot nothing)" if refused else "")
         raise OblivioError(f"{what}, listed above as 'failed ...'; the report marks them; fix and rerun "
                            "(finished cells are reused)")
+    if strict and result.forgot_nothing:
+        raise OblivioError(f"--strict: {len(result.forgot_nothing)} cell(s) forgot nothing, listed above as "
+                           "'forgot nothing ...'")
