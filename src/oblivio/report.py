@@ -135,6 +135,98 @@ def roc_figure(result) -> str:
     return _figure_png(fig)
 
 
+def population_figure(result) -> str:
+    """Per forget sample, each model's z against the retrained population, and the z histograms per model."""
+    plt = _plt()
+    pop, c = result.population, result.curves["population"]
+    roles = [r for r in ROLE_LABEL if f"z_{r}" in c]
+    order = np.argsort(c["z_unlearned"] if "z_unlearned" in c else c[f"z_{roles[0]}"], kind="stable")
+    rank = np.arange(len(order))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1.6, 1]})
+    left_out = c.get("z_left_out")
+    if left_out is not None:
+        shown = left_out[: max(1, 20000 // left_out.shape[1])]  # a readable number of dots for large forget sets
+        a1.scatter(np.tile(rank, len(shown)), shown[:, order].ravel(), s=4, color="#d1d5db", lw=0,
+                   label="retrained, left out", zorder=1)
+    for role in roles:
+        z, flag = c[f"z_{role}"][order], c[f"flagged_{role}"][order]
+        marker = {"original": "D", "retrained": "s"}.get(role, "o")
+        a1.scatter(rank, z, s=9 if role == "unlearned" else 7, marker=marker, color=ROLE_COLOR[role], lw=0,
+                   label=ROLE_LABEL[role], zorder=3 if role == "unlearned" else 2)
+        if flag.any():
+            a1.scatter(rank[flag], z[flag], s=40, facecolors="none", edgecolors=FORGET_COLOR, lw=1.1, zorder=4,
+                       label="flagged (BH, FDR 5%)" if role == roles[0] else None)
+    for role, ls in (("unlearned", "--"), ("original", ":")):
+        if role in roles:
+            a1.axhline(pop["flagged"][role]["z_threshold"], color=ROLE_COLOR[role], ls=ls, lw=1,
+                       label=f"BH cutoff, {role}")
+    a1.set(xlabel="forget samples, ranked by the unlearned model's z" if "z_unlearned" in c else "forget samples, ranked",
+           ylabel="z vs retrained population", title=f"each forget sample against {pop['members']} retrained models")
+    a1.legend(frameon=False, fontsize=7, loc="upper left", ncol=2)
+    values = [c[f"z_{r}"] for r in roles] + ([left_out.ravel()] if left_out is not None else [])
+    lo, hi = np.percentile(np.concatenate(values), [0.5, 99.5])
+    lo, hi = min(lo, -4.0), max(hi, 4.0)
+    bins = np.linspace(lo, hi, 40)
+    if left_out is not None:
+        a2.hist(np.clip(left_out.ravel(), lo, hi), bins=bins, density=True, color="#d1d5db", label="retrained, left out")
+    for role in roles:
+        a2.hist(np.clip(c[f"z_{role}"], lo, hi), bins=bins, density=True, histtype="step", color=ROLE_COLOR[role],
+                lw=LINE[role]["lw"], ls=LINE[role].get("ls", "-"), label=ROLE_LABEL[role])
+    grid = np.linspace(lo, hi, 200)
+    a2.plot(grid, np.exp(-grid ** 2 / 2) / np.sqrt(2 * np.pi), color="#111827", lw=0.8, label="N(0, 1)")
+    a2.set(xlabel="z (clipped to the shown range)", ylabel="density", title="z per model")
+    a2.legend(frameon=False, fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return _figure_png(fig)
+
+
+def _population_section(result) -> str:
+    """'Per-example test against N retrained models': headline, flagged counts per model and noise floor, figure."""
+    pop = getattr(result, "population", None)
+    if not pop:
+        return ""
+    n_forget = result.split["sizes"]["forget"]
+    rows = []
+    for role in [r for r in ROLE_LABEL if r in pop["flagged"]]:
+        f, z = pop["flagged"][role], pop["z"][role]
+        held = f"{100 * f['held_out']['share']:.1f}%" if "held_out" in f else "–"
+        rows.append(f"<tr><th>{escape(ROLE_LABEL[role])}</th><td>{f['count']} of {n_forget}</td><td>{100 * f['share']:.1f}%</td>"
+                    f"<td>{held}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td></tr>")
+    floor, held = pop["noise_floor_share"], pop.get("noise_floor_held_out_share")
+    if floor is not None:
+        z = pop["z"]["retrained_left_out"]
+        rows.append(f"<tr class=strong><th>retrained models, each left out (noise floor)</th><td>{floor * n_forget:.1f} "
+                    f"of {n_forget} on average</td><td>{100 * floor:.1f}%</td>"
+                    f"<td>{'–' if held is None else f'{100 * held:.1f}%'}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td></tr>")
+    else:
+        rows.append("<tr><th>retrained models, each left out (noise floor)</th><td colspan=5>needs at least 3 retrained "
+                    "models</td></tr>")
+    table = ("<table class=numbers><thead><tr><th>model</th><th>flagged forget samples</th><th>share</th>"
+             "<th>held-out samples flagged (control)</th><th>median z</th><th>95th pct. z</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    cfg = pop["train_config"]
+    flagged = pop["flagged"].get("unlearned", {}).get("train_indices", [])
+    listed = ""
+    if flagged:
+        more = f" and {len(flagged) - 50} more (all in audit.json)" if len(flagged) > 50 else ""
+        listed = (f"<p class=caption>Flagged forget samples of the unlearned model (training-set indices): "
+                  f"{escape(', '.join(map(str, flagged[:50])))}{escape(more)}</p>")
+    return f"""<h2>Per-example test against {pop['members']} retrained models</h2>
+<div class=popline>{escape(pop['verdict'])}</div>
+<p class=caption>{pop['members']} models were trained from scratch on the retain set with the original's recipe
+({escape(str(cfg['arch']))}, {cfg['train']['epochs']} epochs, lr {cfg['train']['lr']}, {escape(str(cfg['train']['optimizer']))};
+{pop['seconds_per_member']:.1f} s each), so none of them saw a forget sample. For each forget sample, the logit-scaled
+confidence under them gives a Gaussian; a model's z says how far above it the model's confidence lies, and a sample is
+flagged (still looks trained-on) when Benjamini–Hochberg rejects it at a false discovery rate of {100 * pop['fdr']:.0f}%
+over the {n_forget} forget samples. The noise floor is what the test flags for an honest retrain: each retrained model
+in turn tested against the others (Hayes et al., SaTML 2025). The control applies the same test to held-out
+samples that no model trained on: a model flagged there too is more confident than the retrained models on unseen
+data as well, and its flagged forget samples say less about memorisation.</p>
+{table}
+<img alt="per-example z against the retrained population" src="{population_figure(result)}">
+{listed}"""
+
+
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "–"
@@ -222,6 +314,7 @@ thead th{background:#f1f5f9;font-weight:600} tbody th{font-weight:500;text-align
 td.unit{color:#6b7280;text-align:left} tr.strong th,tr.strong td{font-weight:700}
 .ok{color:#15803d;font-weight:700} .bad{color:#b91c1c;font-weight:700}
 .caption{font-size:13px;color:#4b5563;margin:4px 0 10px;max-width:900px}
+.popline{font-size:16px;font-weight:600;background:#fff;border:1px solid #e5e7eb;border-left:4px solid #2563eb;border-radius:6px;padding:10px 14px;margin:6px 0 8px}
 dl{font-size:13px;display:grid;grid-template-columns:140px 1fr;gap:4px 14px;margin:8px 0} dt{font-weight:600} dd{margin:0;color:#374151}
 code{font-size:12px;background:#f1f5f9;padding:1px 4px;border-radius:3px}
 footer{margin-top:36px;font-size:12px;color:#6b7280}
@@ -276,6 +369,7 @@ further right; after successful unlearning the two histograms overlap as they do
 samples. A curve on the diagonal (AUC 0.5) means the model treats the forget set like data it never saw.</p>
 <img alt="ROC curves" src="{roc_figure(result)}">
 {lira_text}
+{_population_section(result)}
 <h2>All numbers</h2>
 {_numbers_table(result)}
 <h2>Setup</h2>

@@ -29,6 +29,7 @@ from .metrics import (
     threshold_attack,
     time_ratio,
 )
+from .reference_models import check_members, per_example_test, train_population
 from .verdict import remaining_test_accuracy, verdict
 
 ROLES = ("original", "unlearned", "retrained")
@@ -58,6 +59,7 @@ class AuditResult:
     lira: dict | None
     verdict: dict
     method: dict | None = None
+    population: dict | None = None
     notes: list[str] = field(default_factory=list)
     curves: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
@@ -73,6 +75,7 @@ class AuditResult:
             "gap_to_retrain": self.gap,
             "time": self.time,
             "lira": self.lira,
+            "population": self.population,
             "verdict": self.verdict,
             "notes": self.notes,
             "conventions": CONVENTIONS,
@@ -94,6 +97,15 @@ CONVENTIONS = {
     "avg_gap": "mean |metric - retrained metric| over UA, RA, TA, MIA (SalUn's Avg. Gap), percentage points",
     "LiRA": ("offline LiRA (Carlini et al. 2022): per-sample Gaussian of the logit-scaled confidence under shadow models "
              "that did not train on the sample; AUC and TPR at 1% / 0.1% FPR (percent), forget vs reference samples"),
+    "population": ("per-example test against N models retrained from scratch on the retain set with the original's "
+                   "training recipe (Hayes et al. 2025): for each forget sample a Gaussian of the logit-scaled "
+                   "confidence under the N retrained models (per-sample mean, variance pooled over the forget set, "
+                   "predictive sigma = pooled sigma x sqrt(1 + 1/N)); a model's z = (phi - mu) / sigma and one-sided "
+                   "p-value P(Z >= z). A sample is flagged (still looks trained-on) when Benjamini-Hochberg rejects it "
+                   "at FDR 5% over the forget set. noise_floor_share: each retrained model in turn left out and tested "
+                   "against the other N - 1; the mean share of forget samples flagged for such an honest retrain. held_out: the "
+                   "same test on the held-out reference samples (no model trained on them): a model flagged there "
+                   "too is more confident than the retrained models on unseen data, not necessarily memorising"),
 }
 
 
@@ -111,17 +123,25 @@ def audit(
     method: dict | None = None,
     device: torch.device | str | None = None,
     executor: Executor | None = None,
+    population: int = 0,
+    population_config: LiraConfig | None = None,
 ) -> AuditResult:
     """Audit an unlearned ``model`` on ``split`` against the ``original`` and a ``retrained`` model (both optional).
 
     ``lira_shadows`` > 0 also trains that many shadow models (``lira_config``: architecture and
     training, default the MLP with ``TrainConfig()``) and runs offline LiRA on every model given;
     ``executor`` trains the shadows (default serial; ``oblivio.parallel.RayExecutor()`` in parallel).
-    Deterministic for a seed on CPU. ``device`` (``auto``, ``cpu``, ``cuda``...) runs the models there
-    (on copies; the given models are not moved); None keeps each model where it is. Shadows train on
+    ``population`` > 0 (2..256) trains that many models from scratch on the retain set
+    (``population_config``, default ``lira_config``; seeds derived from ``seed``, see
+    ``reference_models``) through the same ``executor`` and tests every forget sample of each model
+    against them (Hayes et al. 2025): ``AuditResult.population``. Deterministic for a seed on CPU.
+    ``device`` (``auto``, ``cpu``, ``cuda``...) runs the models there (on copies; the given models
+    are not moved); None keeps each model where it is. Shadows and population members train on
     ``auto`` (CUDA when present).
     """
     check_split(split)
+    if population:
+        check_members(population)
     reference = reference_set(split)
     roles = {"original": original, "unlearned": model, "retrained": retrained}
     roles = {k: _on(v, device) for k, v in roles.items() if v is not None}
@@ -147,6 +167,14 @@ def audit(
         lira = {"shadows": lira_shadows, "config": shadows.config.to_dict(),
                 "seconds_per_shadow": shadows.seconds_per_shadow, "results": results}
 
+    per_example = None
+    if population:
+        members = train_population(split, population, population_config or lira_config, seed, executor,
+                                   reference=reference)
+        per_example, curves["population"] = per_example_test(
+            members, {role: curves[role]["phi_forget"] for role in roles}, split.forget_idx,
+            {role: curves[role]["phi_reference"] for role in roles})
+
     return AuditResult(
         seed=seed,
         split=split.spec() | {"sizes": split.sizes() | {"reference": len(reference.data)}, "reference": reference.description},
@@ -155,6 +183,7 @@ def audit(
         gap=gap,
         time={"seconds": seconds, "retrain_seconds": retrain_seconds, "ratio": time_ratio(seconds, retrain_seconds)},
         lira=lira,
+        population=per_example,
         verdict=verdict(metrics["unlearned"], split, metrics.get("retrained"), metrics.get("original"),
                         remaining={role: remaining_test_accuracy(*out.test, split.forget_classes) for role, out in outputs.items()}
                         if split.forget_classes else None),
@@ -204,16 +233,21 @@ def audit_checkpoint(
     seed: int = 0,
     device: torch.device | str | None = "auto",
     executor: Executor | None = None,
+    population: int = 0,
 ) -> AuditResult:
     """Audit an unlearned checkpoint written by ``oblivio forget``, rebuilding its data and split from the sidecar.
 
     ``original`` defaults to the path recorded in the sidecar (or that file name beside the checkpoint)
     when it exists and its model hash matches the record. Refuses a
     retrained checkpoint made for a different forget split, and an original the model was not made from.
-    ``executor`` trains the LiRA shadows (default serial, see ``audit``).
+    ``population`` > 0 also runs the per-example test against that many models retrained on the
+    checkpoint's retain set with the original's recipe (see ``audit``). ``executor`` trains the LiRA
+    shadows and the retrained population (default serial, see ``audit``).
     """
     from ..pipeline import split_for_checkpoint
 
+    if population:
+        check_members(population)
     model, meta = load_checkpoint(checkpoint, device=device)
     _, split = split_for_checkpoint(meta)
     unlearning = (meta.get("extra") or {}).get("unlearning") or {}
@@ -244,16 +278,17 @@ def audit_checkpoint(
         retrain_seconds = (extra.get("unlearning") or {}).get("seconds", extra.get("train_seconds"))
 
     train_config = ((orig_meta or {}).get("extra") or {}).get("train_config")
-    if train_config is None:
-        notes.append("LiRA shadows use the default TrainConfig (no original sidecar with a train_config)")
+    if train_config is None and (lira_shadows or population):
+        users = " and ".join(w for w, on in (("LiRA shadows", lira_shadows), ("retrained population", population)) if on)
+        notes.append(f"{users} use the default TrainConfig (no original sidecar with a train_config)")
     method = {k: unlearning.get(k) for k in ("method", "config", "info")} if unlearning else None
     result = audit(
         model, split, original=orig_model, retrained=retr_model, seconds=unlearning.get("seconds"),
         retrain_seconds=retrain_seconds, lira_shadows=lira_shadows, seed=seed,
         lira_config=shadow_config_for(meta.get("arch"), train_config), method=method, executor=executor,
-        device=device,
+        device=device, population=population,
     )
-    result.notes = notes if lira_shadows else [n for n in notes if not n.startswith("LiRA")]
+    result.notes = notes
     result.split["dataset_spec"] = (meta.get("training") or {}).get("data")
     result.models["checkpoint"] = str(checkpoint)
     return result

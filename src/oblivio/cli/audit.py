@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import OblivioError
@@ -23,6 +24,8 @@ def audit(
     retrained: Optional[Path] = typer.Option(None, help="model retrained without the forget set, for the same split"),
     lira_shadows: int = typer.Option(0, help="shadow models for the LiRA attack (0 = skip; 8 is a good start; "
                                             "--ray trains them in parallel)"),
+    population: int = typer.Option(0, help="per-example test against N models retrained on the retain set "
+                                           "(0 = skip; 2..256, 16 is a good start; --ray trains them in parallel)"),
     seed: int = 0,
     out: Path = typer.Option(Path("runs/audit"), help="folder for audit.json and report.html"),
     ray: bool = ray_flag(),
@@ -32,22 +35,28 @@ def audit(
 ) -> None:
     """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
     from ..audit import audit_checkpoint
+    from ..audit.reference_models import check_members
     from ..report import write_report
 
     dev = resolve_device(device)
     if lira_shadows < 0 or lira_shadows == 1:
         raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
-    if (ray or ray_address_) and not lira_shadows:
-        raise typer.BadParameter("--ray trains LiRA shadow models in parallel; add --lira-shadows K")
+    if population:
+        check_members(population, "--population")
+    if (ray or ray_address_) and not (lira_shadows or population):
+        raise typer.BadParameter("--ray trains LiRA shadow models or retrained models in parallel; "
+                                 "add --lira-shadows K or --population N")
     for name, path in (("--checkpoint", checkpoint), ("--original", original), ("--retrained", retrained)):
         if path is not None and path.is_dir():
             raise OblivioError(f"{name} {path} is a directory; give the .safetensors file written by oblivio")
     check_writable(out, kind="dir", what="--out", need_bytes=8 << 20)  # before the audit runs
     log = StepLog()
-    log.step(f"auditing {checkpoint}" + (f" with {lira_shadows} LiRA shadow models" if lira_shadows else ""))
+    extras = [f"{lira_shadows} LiRA shadow models" if lira_shadows else "",
+              f"{population} retrained models" if population else ""]
+    log.step(f"auditing {checkpoint}" + (f" with {' and '.join(e for e in extras if e)}" if any(extras) else ""))
     with log.waiting("measuring"), executor_from_options(ray, ray_address_, gpus) as executor:
         result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows,
-                                  seed=seed, executor=executor, device=dev)
+                                  seed=seed, executor=executor, device=dev, population=population)
     for note in result.notes:
         console.print(f"[dim]note: {note}[/]")
     table = Table(title="audit (percent; AUC/KS in 0..1)")
@@ -63,7 +72,31 @@ def audit(
     if "unlearned" in result.gap:
         table.add_row("Avg. Gap", *[f"{result.gap[r]['avg_gap']:.2f}" if r in result.gap else "0.00" for r in roles])
     console.print(table)
+    if result.population:
+        _print_population(result)
     v = result.verdict
     console.print(f"[{STYLE[v['status']]}]{v['headline']}[/]", highlight=False)
     json_path, html_path = write_report(result, out)
     console.print(f"wrote {json_path} and {html_path}")
+
+
+def _print_population(result) -> None:
+    """The per-example test: flagged forget samples per model and the retrained noise floor (fits 80 columns)."""
+    pop = result.population
+    n_forget = result.split["sizes"]["forget"]
+    table = Table(title=f"per-example test vs {pop['members']} retrained models (BH, FDR 5%)")
+    table.add_column("model", overflow="fold")
+    for name in ("flagged", "share", "held-out", "median z"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for role in [r for r in ("original", "unlearned", "retrained") if r in pop["flagged"]]:
+        f = pop["flagged"][role]
+        held = f"{100 * f['held_out']['share']:.1f}%" if "held_out" in f else "–"
+        table.add_row(role, f"{f['count']} of {n_forget}", f"{100 * f['share']:.1f}%", held,
+                      f"{pop['z'][role]['median']:.2f}")
+    if pop["noise_floor_share"] is not None:
+        floor, held = pop["noise_floor_share"], pop.get("noise_floor_held_out_share")
+        table.add_row("retrained, left out", f"{floor * n_forget:.1f} of {n_forget}", f"{100 * floor:.1f}%",
+                      f"{100 * held:.1f}%" if held is not None else "–", f"{pop['z']['retrained_left_out']['median']:.2f}")
+    console.print(table)
+    console.print("[dim]held-out: never-seen samples flagged by the same test (a control)[/]")
+    console.print(f"[bold]per-example:[/] {escape(pop['verdict'])}", highlight=False)
