@@ -86,6 +86,17 @@ def test_honest_draw_is_not_flagged_and_shifted_samples_are():
     assert (z[~curves["flagged_unlearned"]] < flagged["z_threshold"]).all()
 
 
+def test_samples_pushed_far_below_every_retrained_model_are_over_forgotten():
+    population, mu, noise = synthetic(16)
+    pushed = mu + noise
+    pushed[:30] -= 8.0  # far less confident than any retrained model: detectable too
+    record, _ = per_example_test(population, {"unlearned": pushed, "original": mu + noise}, np.arange(200))
+    over = record["flagged"]["unlearned"]["over_forgotten"]
+    assert 30 <= over["count"] <= 32 and record["flagged"]["original"]["over_forgotten"]["count"] <= 2
+    assert record["flagged"]["unlearned"]["count"] <= 2  # not "still trained-on"
+    assert f"{over['count']} look over-forgotten" in record["verdict"]
+
+
 def test_two_members_give_no_noise_floor():
     population, mu, noise = synthetic(2)
     record, curves = per_example_test(population, {"unlearned": mu + noise}, np.arange(200))

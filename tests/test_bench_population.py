@@ -183,9 +183,9 @@ def test_ties_and_noise_floor_from_paired_tests():
     assert marks["b"] == ("worse", "above")
 
 
-def test_one_unit_never_counts_as_a_difference():
+def test_one_unit_is_untested_never_tied():
     runs = _unit_rows("a", [1.0]) + _unit_rows("b", [5.0])
     summary = [{"scenario": "s", "method": "a", "avg_gap_mean": 1.0}, {"scenario": "s", "method": "b", "avg_gap_mean": 5.0}]
     mark_ties(summary, runs, ["s"])
-    assert [r["vs_best"] for r in summary] == ["best", "tied"]
+    assert [r["vs_best"] for r in summary] == ["best", "untested"]
     assert mean_ci(np.array([3.0])) == (3.0, 3.0)

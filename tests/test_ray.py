@@ -68,13 +68,24 @@ def test_ray_grid_gives_the_serial_numbers(both_runs):
     assert not serial.errors and not on_ray.errors
     assert [t["options"] for t in serial.tuning] == [t["options"] for t in on_ray.tuning]  # tuning tasks too
     assert on_ray.header["executor"].startswith("ray") and serial.header["executor"] == "serial"
-    assert on_ray.header["cells_computed"] == serial.header["cells_computed"] == runner.count_cells(cfg) == 18
+    assert on_ray.header["cells_computed"] == serial.header["cells_computed"] == runner.count_cells(cfg) == 20
     for name in ("runs.csv", "sequential_runs.csv"):
         a, b = read_csv(root / "serial" / name), read_csv(root / "ray" / name)
         assert len(a) == len(b) > 0 and _numbers(a) == _numbers(b)
     # one original per poisoning (clean, backdoor), shared by the cells that start from it
     assert len(list((root / "ray" / "models").glob("*.safetensors"))) == len(
         list((root / "serial" / "models").glob("*.safetensors")))
+
+
+def test_population_members_on_ray_give_the_serial_numbers(local_ray, tmp_path):
+    cfg = parse_config(TINY | {"population": 3, "scenarios": {"random": {"fraction": 0.1}}, "methods": ["ssd"],
+                               "sequential": None, "tune": None})
+    serial = run_benchmark(cfg, tmp_path / "serial", progress=False)
+    on_ray = run_benchmark(cfg, tmp_path / "ray", progress=False, executor=local_ray)
+    assert on_ray.header["cells_computed"] == serial.header["cells_computed"] == 4 * 3
+    a, b = read_csv(tmp_path / "serial" / "runs.csv"), read_csv(tmp_path / "ray" / "runs.csv")
+    assert [(r["member"], *n) for r, n in zip(a, _numbers(a))] == [(r["member"], *n) for r, n in zip(b, _numbers(b))]
+    assert serial.population == on_ray.population and {r["method"] for r in serial.population} >= {"ssd"}
 
 
 def test_resume_across_modes(both_runs, local_ray, monkeypatch):

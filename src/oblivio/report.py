@@ -190,19 +190,22 @@ def _population_section(result) -> str:
     for role in [r for r in ROLE_LABEL if r in pop["flagged"]]:
         f, z = pop["flagged"][role], pop["z"][role]
         held = f"{100 * f['held_out']['share']:.1f}%" if "held_out" in f else "–"
+        over = f.get("over_forgotten", {}).get("count", "–")
         rows.append(f"<tr><th>{escape(ROLE_LABEL[role])}</th><td>{f['count']} of {n_forget}</td><td>{100 * f['share']:.1f}%</td>"
-                    f"<td>{held}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td></tr>")
+                    f"<td>{held}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td><td>{over}</td></tr>")
     floor, held = pop["noise_floor_share"], pop.get("noise_floor_held_out_share")
     if floor is not None:
         z = pop["z"]["retrained_left_out"]
         rows.append(f"<tr class=strong><th>retrained models, each left out (noise floor)</th><td>{floor * n_forget:.1f} "
                     f"of {n_forget} on average</td><td>{100 * floor:.1f}%</td>"
-                    f"<td>{'–' if held is None else f'{100 * held:.1f}%'}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td></tr>")
+                    f"<td>{'–' if held is None else f'{100 * held:.1f}%'}</td><td>{z['median']:.2f}</td><td>{z['p95']:.2f}</td>"
+                    "<td>–</td></tr>")
     else:
-        rows.append("<tr><th>retrained models, each left out (noise floor)</th><td colspan=5>needs at least 3 retrained "
+        rows.append("<tr><th>retrained models, each left out (noise floor)</th><td colspan=6>needs at least 3 retrained "
                     "models</td></tr>")
     table = ("<table class=numbers><thead><tr><th>model</th><th>flagged forget samples</th><th>share</th>"
-             "<th>held-out samples flagged (control)</th><th>median z</th><th>95th pct. z</th></tr></thead>"
+             "<th>held-out samples flagged (control)</th><th>median z</th><th>95th pct. z</th>"
+             "<th>over-forgotten</th></tr></thead>"
              f"<tbody>{''.join(rows)}</tbody></table>")
     cfg = pop["train_config"]
     flagged = pop["flagged"].get("unlearned", {}).get("train_indices", [])
@@ -221,7 +224,8 @@ flagged (still looks trained-on) when Benjamini–Hochberg rejects it at a false
 over the {n_forget} forget samples. The noise floor is what the test flags for an honest retrain: each retrained model
 in turn tested against the others (Hayes et al., SaTML 2025). The control applies the same test to held-out
 samples that no model trained on: a model flagged there too is more confident than the retrained models on unseen
-data as well, and its flagged forget samples say less about memorisation.</p>
+data as well, and its flagged forget samples say less about memorisation. Over-forgotten samples fail the same test
+on the lower tail: far less confident than under every retrained model, which an attacker can detect too.</p>
 {table}
 <img alt="per-example z against the retrained population" src="{population_figure(result)}">
 {listed}"""

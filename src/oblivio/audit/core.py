@@ -102,7 +102,8 @@ CONVENTIONS = {
                    "confidence under the N retrained models (per-sample mean, variance pooled over the forget set, "
                    "predictive sigma = pooled sigma x sqrt(1 + 1/N)); a model's z = (phi - mu) / sigma and one-sided "
                    "p-value P(Z >= z). A sample is flagged (still looks trained-on) when Benjamini-Hochberg rejects it "
-                   "at FDR 5% over the forget set. noise_floor_share: each retrained model in turn left out and tested "
+                   "at FDR 5% over the forget set; over_forgotten: the same test on the lower tail P(Z <= z) "
+                   "(far less confident than under every retrained model). noise_floor_share: each retrained model in turn left out and tested "
                    "against the other N - 1; the mean share of forget samples flagged for such an honest retrain. held_out: the "
                    "same test on the held-out reference samples (no model trained on them): a model flagged there "
                    "too is more confident than the retrained models on unseen data, not necessarily memorising"),

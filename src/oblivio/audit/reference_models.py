@@ -14,7 +14,9 @@ when the config turns it off). A model's sample scores z = (phi_model - mu) / si
 the predictive standard deviation sqrt(1 + 1/N) x the pooled one (a new draw around a mean estimated
 from N members), and the one-sided p-value P(Z >= z): a confidence on a sample well above what
 models that never saw it reach means the model still looks trained on it. A sample is *flagged*
-when Benjamini-Hochberg rejects it at a false discovery rate of 5% over the forget set.
+when Benjamini-Hochberg rejects it at a false discovery rate of 5% over the forget set. The lower
+tail is tested the same way: a sample far *less* confident than under every retrained model is
+*over-forgotten*, which an attacker can detect as well (Hayes et al.'s "Streisand effect").
 
 Retrained models are not perfectly Gaussian, so some samples are flagged even for an honest retrain.
 The *noise floor* measures this: each member in turn is left out, the Gaussians are fitted on the
@@ -125,13 +127,15 @@ def fit(phi: np.ndarray, fix_variance: bool = True) -> tuple[np.ndarray, np.ndar
 
 
 def score_model(phi: np.ndarray, mu: np.ndarray, sigma: np.ndarray, fdr: float = FDR) -> dict[str, np.ndarray | float]:
-    """z, one-sided p-values, the Benjamini-Hochberg flags at ``fdr`` and the z above which samples are flagged."""
+    """z, one-sided p-values, the Benjamini-Hochberg flags at ``fdr`` and the z above which samples are flagged;
+    ``over``: the same test on the lower tail (samples far less confident than under any retrained model)."""
     z = (phi - mu) / sigma
     p = norm.sf(z)
     flagged = false_discovery_control(p, method="bh") <= fdr
+    over = false_discovery_control(norm.cdf(z), method="bh") <= fdr
     # BH rejects every p up to the largest rejected one; with none rejected, the first-rank bar fdr / F
     p_cut = float(p[flagged].max()) if flagged.any() else fdr / len(p)
-    return {"z": z, "p": p, "flagged": flagged, "z_threshold": float(norm.isf(p_cut))}
+    return {"z": z, "p": p, "flagged": flagged, "over": over, "z_threshold": float(norm.isf(p_cut))}
 
 
 def _summary(z: np.ndarray) -> dict[str, float]:
@@ -171,7 +175,8 @@ def per_example_test(
         positions = np.flatnonzero(res["flagged"])
         flagged[role] = {"count": int(positions.size), "share": float(positions.size / n_forget),
                          "z_threshold": res["z_threshold"], "forget_positions": positions.tolist(),
-                         "train_indices": np.asarray(forget_idx)[positions].astype(int).tolist()}
+                         "train_indices": np.asarray(forget_idx)[positions].astype(int).tolist(),
+                         "over_forgotten": {"count": int(res["over"].sum()), "share": float(res["over"].mean())}}
         if held_out is not None and role in phis_reference:
             control = score_model(np.asarray(phis_reference[role], dtype=np.float64), *held_out, fdr)["flagged"]
             flagged[role]["held_out"] = {"count": int(control.sum()), "share": float(control.mean())}
@@ -229,6 +234,10 @@ def headline(flagged: dict[str, dict], n_forget: int, floor: float | None) -> st
     sample = "sample" if n_forget == 1 else "samples"
     verb = "looks" if count == 1 else "look"
     line = f"{count} of {n_forget} forget {sample} still {verb} trained-on ({'; '.join(context)})"
+    over = flagged[role].get("over_forgotten", {}).get("count", 0)
+    if over:
+        line += (f"; {over} {'looks' if over == 1 else 'look'} over-forgotten (far less confident than under every "
+                 "retrained model, also detectable)")
     control = flagged[role].get("held_out")
     if control and control["share"] >= HELD_OUT_NOTE:
         line += (f"; but {100 * control['share']:.0f}% of held-out samples are flagged too: "

@@ -401,7 +401,7 @@ def ranked_by_gap(result: BenchResult, scenario: str) -> list[dict]:
 
 
 def _tie_mark(row: dict) -> str:
-    return {"tied": ", tied", "best": ""}.get(row.get("vs_best", ""), "")
+    return {"tied": ", tied", "untested": ", untested"}.get(row.get("vs_best", ""), "")
 
 
 def ranking_table(result: BenchResult, top: int = 3) -> tuple[str, list[str], list[list[str]]]:

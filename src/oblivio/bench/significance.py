@@ -10,7 +10,7 @@ scored against the same gold retrain, so two methods' Avg. Gaps are paired by un
   (two honest retrains' gap, the noise floor), else ``above``;
 - with a population, ``klom_vs_best``: the same test on KLoM, paired over forget examples (all seeds).
 
-With one unit no difference is significant, so everything ties: the tables say how many units there were.
+With fewer than two paired units there is no test: the marks say ``untested`` (never ``tied``).
 """
 from __future__ import annotations
 
@@ -27,12 +27,19 @@ def _units(runs: list[dict], scenario: str, method: str, key: str = "avg_gap") -
 
 
 def _paired(a: dict[tuple, float], b: dict[tuple, float], seed: int) -> dict | None:
+    """The paired bootstrap of a - b over the units both have; None with fewer than two."""
     from ..audit.population import paired_difference
 
     common = sorted(set(a) & set(b), key=str)
-    if not common:
+    if len(common) < 2:
         return None
     return paired_difference(np.array([a[u] for u in common]), np.array([b[u] for u in common]), seed=seed)
+
+
+def _mark(test: dict | None, worse: str, same: str) -> str:
+    if test is None:
+        return "untested"
+    return worse if test["significant"] and test["diff"] > 0 else same
 
 
 def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
@@ -66,11 +73,9 @@ def mark_ties(summary: list[dict], runs: list[dict], scenarios: list[str],
             if r is best:
                 r["vs_best"] = "best"
             elif r in contestants:
-                test = _paired(units[r["method"]], units[best["method"]], seed)
-                r["vs_best"] = "worse" if test is not None and test["significant"] and test["diff"] > 0 else "tied"
+                r["vs_best"] = _mark(_paired(units[r["method"]], units[best["method"]], seed), "worse", "tied")
             if noise:
-                test = _paired(units[r["method"]], noise, seed)
-                r["vs_noise"] = "above" if test is not None and test["significant"] and test["diff"] > 0 else "within"
+                r["vs_noise"] = _mark(_paired(units[r["method"]], noise, seed), "above", "within")
         if per_example_klom:
             _mark_klom(contestants, scenario, per_example_klom, seed)
 
@@ -92,5 +97,4 @@ def _mark_klom(rows: list[dict], scenario: str, per_example: dict[tuple, np.ndar
         if r is best:
             r["klom_vs_best"] = "best"
         elif len(k) == len(best_k):
-            test = paired_difference(k, best_k, seed=seed)
-            r["klom_vs_best"] = "worse" if test["significant"] and test["diff"] > 0 else "tied"
+            r["klom_vs_best"] = _mark(paired_difference(k, best_k, seed=seed) if len(k) > 1 else None, "worse", "tied")

@@ -86,17 +86,20 @@ def _print_population(result) -> None:
     n_forget = result.split["sizes"]["forget"]
     table = Table(title=f"per-example test vs {pop['members']} retrained models (BH, FDR 5%)")
     table.add_column("model", overflow="fold")
-    for name in ("flagged", "share", "held-out", "median z"):
+    for name in ("flagged", "share", "held-out", "median z", "over"):
         table.add_column(name, justify="right", no_wrap=True)
     for role in [r for r in ("original", "unlearned", "retrained") if r in pop["flagged"]]:
         f = pop["flagged"][role]
         held = f"{100 * f['held_out']['share']:.1f}%" if "held_out" in f else "–"
+        over = f.get("over_forgotten", {}).get("count")
         table.add_row(role, f"{f['count']} of {n_forget}", f"{100 * f['share']:.1f}%", held,
-                      f"{pop['z'][role]['median']:.2f}")
+                      f"{pop['z'][role]['median']:.2f}", "–" if over is None else str(over))
     if pop["noise_floor_share"] is not None:
         floor, held = pop["noise_floor_share"], pop.get("noise_floor_held_out_share")
         table.add_row("retrained, left out", f"{floor * n_forget:.1f} of {n_forget}", f"{100 * floor:.1f}%",
-                      f"{100 * held:.1f}%" if held is not None else "–", f"{pop['z']['retrained_left_out']['median']:.2f}")
+                      f"{100 * held:.1f}%" if held is not None else "–", f"{pop['z']['retrained_left_out']['median']:.2f}",
+                      "–")
     console.print(table)
-    console.print("[dim]held-out: never-seen samples flagged by the same test (a control)[/]")
+    console.print("[dim]held-out: never-seen samples flagged by the same test (a control); over: forget samples "
+                  "far less confident than under every retrained model (over-forgotten)[/]")
     console.print(f"[bold]per-example:[/] {escape(pop['verdict'])}", highlight=False)
