@@ -264,13 +264,14 @@ def test_l1_sparse_safeguard_backs_off_before_the_penalty_collapses_the_model(sp
 
 
 def test_ssd_safeguard_raises_alpha_instead_of_collapsing_the_model(splits, original):
-    """SSD's paper defaults dampen ~30% of this MLP's weights on a random 10% request (retain 59%)."""
+    """With the reference code's mini-batch estimate, the capped alpha dampens too much of this MLP on a random
+    10% request; the safeguard raises alpha until the retain probe holds."""
     split, model = splits["random"], original("random")
-    result = unlearn(model, split=split, method="ssd", seed=0)
+    result = unlearn(model, split=split, method="ssd", seed=0, per_sample=False)
     info = result.info
-    assert info["safeguard"] == "alpha_raised" and info["final_alpha"] > 10.0
+    assert info["safeguard"] == "alpha_raised" and info["final_alpha"] > info["alpha_capped"]
     assert accuracy(result.model, split.retain) > 0.8
-    off = unlearn(model, split=split, method="ssd", seed=0, max_retain_drop=1.0)
+    off = unlearn(model, split=split, method="ssd", seed=0, per_sample=False, max_retain_drop=1.0)
     assert off.info["dampened"] > info["dampened"]
     assert any("retain accuracy collapsed" in w for w in off.info["warnings"])
 

@@ -20,14 +20,12 @@ from oblivio.methods import UnlearnData
 from oblivio.methods.boundary import nearest_wrong_labels
 from oblivio.methods.l1_sparse import l1_norm
 from oblivio.methods.salun import saliency_mask
-from oblivio.methods.ssd import capped_alpha, fisher_diagonal
+from oblivio.methods.ssd import capped_alpha, fisher_diagonal, importances, largest_ratio
 from oblivio.methods.unsir import error_maximising_noise
 
 METHODS = ["bad-teacher", "scrub", "salun", "l1-sparse", "ssd", "unsir", "boundary"]
 SCENARIOS = ["random", "class", "backdoor"]
-# SSD's paper defaults (alpha 10, mini-batch importances) over-dampen the digits MLP (see ssd.py);
-# its quality checks here use the per-sample Fisher with alpha 5, a setting `oblivio tune` can find.
-DIGITS_OPTIONS = {"ssd": {"alpha": 5.0, "per_sample": True, "batch_size": 64}}
+DIGITS_OPTIONS: dict = {}  # every method at its defaults
 
 
 def request(split, seed: int = 0, retain: bool = True) -> UnlearnData:
@@ -148,36 +146,65 @@ def test_ssd_per_sample_fisher_equals_batches_of_one(splits, original):
 
 
 def test_ssd_defaults_are_the_papers():
+    """alpha, lambda, exponent as in the paper, its Fisher definition (per sample), and the class script's batch."""
     c = get_method("ssd").config
-    assert (c.alpha, c.dampening, c.exponent, c.per_sample, c.batch_size) == (10.0, 1.0, 1.0, False, 128)
+    assert (c.alpha, c.dampening, c.exponent, c.per_sample, c.batch_size) == (10.0, 1.0, 1.0, True, 64)
 
 
 def test_ssd_alpha_is_capped_below_the_largest_possible_importance_ratio():
-    assert capped_alpha(10.0, n_total=1000, n_forget=100, ceiling_fraction=0.5) == 5.0  # a 10% forget set
-    assert capped_alpha(10.0, n_total=1000, n_forget=10, ceiling_fraction=0.5) == 10.0  # 1%: the paper's setting
-    assert capped_alpha(10.0, n_total=1000, n_forget=100, ceiling_fraction=1.0) == 10.0  # cap off
+    assert capped_alpha(10.0, ceiling=10.0, ceiling_fraction=0.5) == 5.0  # a 10% forget set
+    assert capped_alpha(10.0, ceiling=100.0, ceiling_fraction=0.5) == 10.0  # 1%: the paper's setting
+    assert capped_alpha(10.0, ceiling=10.0, ceiling_fraction=1.0) == 10.0  # cap off
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_ssd_importance_ratio_never_exceeds_the_ceiling_its_cap_assumes(splits, original, scenario, per_sample):
+    """The cap is derived from the estimate in use: no forget/global ratio above it (the mini-batch estimate over
+    a separate, shifted loader reached 801 on class 3 against a ceiling of ~10), and some weight reaches it."""
+    split = splits[scenario]
+    glob, forg, ceiling = importances(original(scenario), split.retain, split.forget, 64, per_sample)
+    n_terms = (len(split.retain) + len(split.forget)) / len(split.forget) if per_sample else None
+    if per_sample:
+        assert ceiling == pytest.approx(n_terms)
+    assert ceiling / 2 < largest_ratio(glob, forg) <= ceiling * (1 + 1e-5)
+
+
+def test_ssd_defaults_forget_a_class_and_keep_the_rest(splits, original):
+    """At its defaults SSD forgets class 3 of digits (it forgot nothing, retain ~85%, with the cap on N / N_forget
+    applied to the mini-batch estimate)."""
+    model, split = original("class"), splits["class"]
+    result = get_method("ssd").unlearn(model, request(split))
+    assert accuracy(result.model, split.forget) < 0.05
+    assert accuracy(result.model, split.retain) > 0.95
+    assert "safeguard" not in result.info and result.info["largest_ratio"] <= result.info["ceiling"] * (1 + 1e-5)
 
 
 def test_ssd_tuning_searches_the_cap_too_and_starts_from_the_defaults():
     """Above its cap every alpha is the same SSD, so the cap's share of the ceiling is searched as well."""
     from oblivio.tune import default_params
 
-    assert default_params("ssd") == {"alpha": 10.0, "ceiling_fraction": 0.5, "dampening": 1.0, "per_sample": False}
+    assert default_params("ssd") == {"alpha": 10.0, "ceiling_fraction": 0.5, "dampening": 1.0, "per_sample": True}
 
 
 def test_ssd_paper_alpha_selects_nothing_on_a_tenth_of_the_data_and_the_cap_forgets(splits, original):
     """Class 3 is ~10% of digits: no weight's forget/global Fisher ratio can exceed ~10, the paper's alpha."""
     model, req = original("class"), request(splits["class"])
-    uncapped = get_method("ssd", per_sample=True, batch_size=64, ceiling_fraction=1.0).unlearn(model, req)
+    uncapped = get_method("ssd", ceiling_fraction=1.0).unlearn(model, req)
     assert uncapped.info["dampened"] == 0
-    capped = get_method("ssd", per_sample=True, batch_size=64).unlearn(model, req)
+    capped = get_method("ssd").unlearn(model, req)
     assert 4.5 < capped.info["alpha_capped"] < 5.5 and capped.info["dampened"] > 0
     assert accuracy(capped.model, splits["class"].forget) < 0.1
     assert accuracy(capped.model, splits["class"].retain) > 0.95
 
 
 def test_ssd_upstream_estimate_option_runs(splits, original):
-    result = get_method("ssd", per_sample=False).unlearn(original("class"), request(splits["class"]))
+    """The reference code's mini-batch estimate: its ceiling is batches / forget batches (22 / 3 here)."""
+    split = splits["class"]
+    result = get_method("ssd", per_sample=False).unlearn(original("class"), request(split))
+    batches = lambda n: -(-n // 64)  # noqa: E731
+    assert result.info["ceiling"] == pytest.approx(
+        (batches(len(split.retain)) + batches(len(split.forget))) / batches(len(split.forget)), abs=1e-4)
     assert result.info["dampened"] > 0
 
 
