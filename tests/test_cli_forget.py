@@ -91,6 +91,6 @@ def test_bad_input_exits_with_code_2_and_one_clear_line(trained, tmp_path, args,
         capture_output=True, text=True,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "error: " in proc.stdout and message in proc.stdout
+    assert "error: " in proc.stderr and message in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not out.exists()

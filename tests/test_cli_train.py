@@ -46,7 +46,7 @@ def test_bad_input_is_one_clear_line_with_exit_code_2(tmp_path):
         capture_output=True, text=True,
     )
     assert proc.returncode == 2
-    assert "error: unknown model 'vgg'" in proc.stdout
+    assert "error: unknown model 'vgg'" in proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert not (tmp_path / "m.safetensors").exists()
 

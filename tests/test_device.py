@@ -84,14 +84,14 @@ def test_device_cuda_without_a_gpu_exits_2_with_one_line(command, tmp_path):
         pytest.skip("this machine has a GPU")
     proc = cli(*[c.format(tmp=tmp_path) for c in command], "--device", "cuda")
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert proc.stdout.strip() == "error: --device cuda: no CUDA device is available"
+    assert proc.stderr.strip() == "error: --device cuda: no CUDA device is available"
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "m.safetensors").exists()
 
 
 def test_bad_device_string_exits_2(tmp_path):
     proc = cli("train", "--epochs", "1", "--out", str(tmp_path / "m.safetensors"), "--device", "gpu")
-    assert proc.returncode == 2 and "unknown device" in proc.stdout and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "unknown device" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_train_forget_audit_run_with_device_cpu(tmp_path):

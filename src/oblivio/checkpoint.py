@@ -179,6 +179,14 @@ def read_sidecar(path: str | os.PathLike) -> dict:
     for key, kind in (("weights_sha256", str), ("input_shape", list), ("num_classes", int)):
         if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
             raise OblivioError(f"sidecar {side}: field {key!r} is missing or not a {kind.__name__}")
+    shape = meta["input_shape"]
+    if not shape or not all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 1 << 16 for d in shape):
+        raise OblivioError(f"sidecar {side}: input_shape must be a list of positive integers, got {shape}")
+    if not 1 <= meta["num_classes"] <= 1 << 20:
+        raise OblivioError(f"sidecar {side}: num_classes must be a positive integer, got {meta['num_classes']}")
+    seed = meta.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise OblivioError(f"sidecar {side}: seed must be an integer from 0 to {2**32 - 1}, got {seed!r}")
     return meta
 
 
@@ -227,7 +235,7 @@ def load_checkpoint(
             model = build_model(meta["arch"], meta["input_shape"], meta["num_classes"])
         except OblivioError:
             raise
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, RuntimeError) as e:
             raise OblivioError(f"sidecar of {path} describes a model that cannot be built: {e}") from None
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

@@ -258,6 +258,15 @@ def from_arrays(x_train, y_train, x_test, y_test, name: str = "custom", num_clas
     return Dataset(DatasetInfo(name, k, tuple(xs[0].shape[1:])), xs[0], _labels(y_tr), xs[1], _labels(y_te))
 
 
+def _npz_reason(e: Exception) -> str:
+    """Why numpy refused a file, in one line, without numpy's advice to load it with ``allow_pickle=True``:
+    a file that only loads that way holds pickled Python objects, and oblivio never unpickles data."""
+    text = str(e)
+    if "pickle" in text.lower():
+        return "it is not a NumPy array file, or it holds pickled Python objects, which oblivio never loads"
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 @register_dataset("npz")
 def load_npz(root=None, path: str | os.PathLike | None = None, test_fraction: float = 0.2) -> Dataset:
     """A user's ``.npz`` with ``x``/``y`` (split seeded) or ``x_train``/``y_train``/``x_test``/``y_test``.
@@ -272,7 +281,7 @@ def load_npz(root=None, path: str | os.PathLike | None = None, test_fraction: fl
     try:
         z = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise OblivioError(f"{path}: not a readable .npz file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise OblivioError(f"{path}: not a readable .npz file ({_npz_reason(e)})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise OblivioError(f"{path}: a single .npy array, not an .npz archive with x/y arrays")
     with z:
@@ -298,7 +307,7 @@ def load_npz(root=None, path: str | os.PathLike | None = None, test_fraction: fl
                 x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_fraction, random_state=0)
                 return from_arrays(x_tr, y_tr, x_te, y_te, name=path.stem, num_classes=declared or k, source=str(path))
         except (ValueError, OSError, EOFError) as e:  # zip members that are not valid .npy arrays
-            raise OblivioError(f"{path}: cannot read arrays ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise OblivioError(f"{path}: cannot read arrays ({_npz_reason(e)})") from None
     raise OblivioError(f"{path}: expected arrays 'x' and 'y' (or x_train/y_train/x_test/y_test), found {sorted(keys)}")
 
 

@@ -117,3 +117,15 @@ def free_memory(device: torch.device) -> int:
 def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
     """Whether ``nbytes`` of data may be kept on ``device``: at most ``share`` of its free memory."""
     return device.type != "cuda" or nbytes <= share * free_memory(device)
+
+
+def gpu_recipe_warning(model: str, samples: int, epochs: int, device) -> str | None:
+    """A one-line warning when a recipe meant for a GPU (ResNet-18, or a CNN on tens of thousands of images) is
+    about to train on the CPU, where it takes hours; None otherwise."""
+    if torch.device(device).type != "cpu":
+        return None
+    work = samples * epochs
+    if not ((model == "resnet18" and work >= 50_000) or (model == "cnn" and work >= 1_000_000)):
+        return None
+    return (f"warning: {model} on {samples:,} samples x {epochs} epochs is a GPU recipe and runs on the CPU here: "
+            "expect hours (--device cuda on a machine with a GPU)")

@@ -7,6 +7,7 @@ from .data import Dataset, load_from_spec
 from .errors import OblivioError
 from .scenarios import Backdoor, RandomSubset, Scenario, Split, make_split, scenario_from_dict
 
+from .validation import check_seed
 
 def training_spec(data_spec: dict, split: Split) -> dict:
     """What the original model was trained on: data, seed, pool cut and any poisoning."""
@@ -36,6 +37,12 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
         raise OblivioError("checkpoint sidecar has no training record; was it written by 'oblivio train'?")
     data = data if data is not None else load_from_spec(spec["data"])
     poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
+    if not isinstance(spec, dict) or not isinstance(spec.get("data"), dict):
+        raise OblivioError("checkpoint sidecar: its training record is not a mapping with a 'data' entry")
+    check_seed(spec.get("seed"), "checkpoint sidecar: training seed")
+    tpf = spec.get("third_party_fraction")
+    if isinstance(tpf, bool) or not isinstance(tpf, (int, float)):
+        raise OblivioError(f"checkpoint sidecar: training third_party_fraction must be a number, got {tpf!r}")
     if scenario is None or isinstance(scenario, Backdoor):
         if poison is None:
             raise OblivioError("the backdoor scenario needs a model trained with --backdoor; this one was trained on clean data")

@@ -132,7 +132,9 @@ def train(
     history = History()
     start = time.perf_counter()
     model.train()
-    for epoch in tqdm(range(config.epochs), desc="train", disable=not config.progress, unit="epoch"):
+    bar = tqdm(total=steps, desc="train", disable=not config.progress, unit="step", dynamic_ncols=True)
+    for epoch in range(config.epochs):
+        bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs}", refresh=False)
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
         for x, y in batches.epoch(config.batch_size, gen, merge_small_last=True):
@@ -146,9 +148,11 @@ def train(
                 sched.step()
             loss_sum += loss.detach().double() * len(y)
             correct += (logits.argmax(1) == y).sum()
+            bar.update()
         check_finite(loss_sum, f"training epoch {epoch + 1}")  # one sync per epoch; NaN in any step shows here
         history.loss.append(loss_sum.item() / len(batches))
         history.accuracy.append(correct.item() / len(batches))
+    bar.close()
     history.seconds = time.perf_counter() - start
     model.eval()
     return model, history

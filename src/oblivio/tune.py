@@ -25,6 +25,7 @@ the same trials, interrupted or not.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 import uuid
 import zlib
@@ -47,6 +48,7 @@ from .parallel import Executor, SerialExecutor, Task, TaskFailed
 from .scenarios import Backdoor, ClassForget, RandomSubset, Split, make_split
 from .training import place, train
 from .unlearning import unlearn
+from .validation import check_seed
 
 VALIDATION_SEED_OFFSET = 1_000_003  # backdoor validation requests use another split seed
 VALIDATION_STREAM = 3  # the random-number stream of the validation forget set (make_split uses 0 and 1)
@@ -201,12 +203,38 @@ def study_name(cfg: BenchConfig, method: str, scenario: str, seed: int, fixed: d
     return f"{cfg.name}:{scenario}:{method}:seed{seed}:{key}"
 
 
+MAX_TRIALS = 100_000  # each trial is a task object and a study row; a budget beyond this is a typo
+
+
 def _storage(study: str | Path) -> str:
+    """The storage URL of ``study``, checked before any work: a URL whose database driver is installed, or a
+    SQLite file (new, or one that is SQLite) in a folder this process can write."""
     s = str(study)
     if "://" in s:
+        try:
+            from sqlalchemy.engine import make_url
+
+            make_url(s).get_dialect()
+        except Exception as e:  # noqa: BLE001 - unknown scheme, missing driver module, malformed URL
+            scheme = s.split("://", 1)[0]
+            raise OblivioError(f"--study {scheme}://...: this storage is not available here ({type(e).__name__}: "
+                               f"{str(e).splitlines()[0] if str(e) else 'unknown'}); use a SQLite file or install "
+                               "its database driver") from None
         return s
     path = Path(s).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise OblivioError(f"--study {study} is a directory; give a SQLite file (e.g. runs/tune/study.db)")
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise OblivioError(f"--study {study} is not a SQLite study file; give a new path or a study written "
+                                   "by oblivio tune")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OblivioError(f"--study {study}: cannot create its folder ({e.strerror or e})") from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise OblivioError(f"--study {study}: not writable (SQLite needs to write the file and its folder)")
     return f"sqlite:///{path}"
 
 
@@ -242,6 +270,7 @@ def tune(
     progress: Callable[[dict], None] | None = None,
     executor: Executor | None = None,
     device: str | None = None,
+    threads: int | None = None,
 ) -> TuneResult:
     """Tune ``method``'s options for ``scenario`` of a benchmark config with a budget of ``trials`` trials.
 
@@ -254,9 +283,13 @@ def tune(
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
     if device is not None:  # overrides the config's device key
         cfg = dataclasses.replace(cfg, device=device)
+    if threads is not None:  # and ``threads`` its threads key
+        cfg = dataclasses.replace(cfg, threads=threads)
     resolve_device(cfg.device)
-    if trials < 1:
-        raise OblivioError(f"tune: trials must be at least 1, got {trials}")
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= MAX_TRIALS:
+        raise OblivioError(f"tune: trials must be an integer from 1 to {MAX_TRIALS:,}, got {trials!r}")
+    if seed is not None:
+        check_seed(seed, "tune: seed")
     if method in ("retrain",):
         raise OblivioError("tune: retrain has nothing to tune")
     seed = cfg.seeds[0] if seed is None else int(seed)
@@ -264,9 +297,9 @@ def tune(
     defaults = default_params(method, fixed)
     if not defaults:
         raise OblivioError(f"tune: method {method!r} declares no options to tune")
+    storage = _storage(study)  # before any work: a bad --study fails at once
     data = data if data is not None else load_from_spec(cfg.dataset)
     vsplit, described = validation_split(data, cfg, scenario, seed)
-    storage = _storage(study)
     cache = Path(cache_dir) if cache_dir is not None else (
         Path(str(study)).expanduser().resolve().parent / "models" if "://" not in str(study) else Path("runs/tune/models"))
     name = study_name(cfg, method, scenario, seed, fixed)

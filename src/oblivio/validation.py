@@ -140,15 +140,24 @@ RANGE_KEYS = ("gt", "ge", "lt", "le", "choices")
 # >= 0 (counts); other floats are only checked for finiteness (dm's threshold=-1 means "never").
 CONVENTIONS: tuple[tuple[str, dict], ...] = (
     (r"(^|_)lr$", {"gt": 0}),
-    (r"(^|_)batch_size$", {"ge": 1}),
-    (r"^(epochs|steps|max_steps)$", {"ge": 1}),
+    (r"(^|_)batch_size$", {"ge": 1, "le": 1 << 20}),
+    (r"^(epochs|steps|max_steps)$", {"ge": 1, "le": 100_000}),
     (r"(^|_)(temperature|T)$", {"gt": 0}),
     (r"(fraction|ratio|share)$", {"ge": 0, "le": 1}),
     (r"^momentum$", {"ge": 0, "lt": 1}),
     (r"(^|_)(weight_decay|weight|reg|dampening)$", {"ge": 0}),
     (r"^optimizer$", {"choices": ("sgd", "adam")}),
 )
-DEFAULT_COUNT_RANGE = {"ge": 0}
+MAX_COUNT = 10_000_000  # any other integer option: a count no run could use more of
+DEFAULT_COUNT_RANGE = {"ge": 0, "le": MAX_COUNT}
+MAX_SEED = 2**32 - 1  # numpy's legacy and torch's generators take any seed below this
+
+
+def check_seed(value: Any, where: str) -> int:
+    """``value`` as a seed in 0..2^32-1, or a one-line error naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= MAX_SEED:
+        raise OblivioError(f"{where} must be an integer from 0 to {MAX_SEED}, got {value!r}")
+    return int(value)
 
 
 class _Bad(Exception):

@@ -258,6 +258,9 @@ def audit_checkpoint(
         original = _recorded_original(checkpoint, recorded)
         if original is not None:
             notes.append(f"original model taken from the path recorded in the checkpoint: {original}")
+        elif recorded.get("path"):
+            notes.append(f"the original recorded in the checkpoint ({recorded['path']}) is missing or no longer the "
+                         "same model, so its column is left out; give it with --original")
 
     orig_model = orig_meta = None
     if original is not None:

@@ -43,6 +43,27 @@ def remaining_test_accuracy(logits, labels, forget_classes) -> float:
     return accuracy_of((logits[keep], labels[keep])) if keep.any() else float("nan")
 
 
+def never_learned(original: dict, split: Split) -> str | None:
+    """The headline "the original never learned this" when the original's forget-set accuracy (backdoor: its
+    attack success rate) is within tolerance of chance, 100 / classes; None when it learned it.
+
+    Such an original "forgets" by doing nothing, so no verdict on forgetting can be drawn (an original at 11%
+    on digits was once "verified" for forgetting a class it never knew)."""
+    n_classes = max(split.info.num_classes, 1)
+    chance = 100.0 / n_classes
+    if isinstance(split.scenario, Backdoor) and "ASR" in original:
+        n_trig = len(split.y_test_triggered) if split.y_test_triggered is not None else 0
+        if original["ASR"] <= chance + tolerance(chance, n_trig):
+            return (f"The original never learned this: its backdoor attack success rate is {original['ASR']:.1f}%, "
+                    f"chance is {chance:.1f}%. There is nothing to forget; no verdict on forgetting.")
+        return None
+    acc = 100.0 - original["UA"]
+    if acc <= chance + tolerance(chance, len(split.forget_idx)):
+        return (f"The original never learned this: its forget-set accuracy is {acc:.1f}%, chance is {chance:.1f}% "
+                f"({n_classes} classes). There is nothing to forget; no verdict on forgetting.")
+    return None
+
+
 def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict | None = None,
             remaining: dict[str, float] | None = None) -> dict:
     """Checks and a one-line headline: status "pass" (forgotten), "warn" (forgotten but utility lost, or proxy only) or "fail".
@@ -84,6 +105,9 @@ def verdict(metrics: dict, split: Split, retrained: dict | None, original: dict 
             utility = _check("test accuracy", metrics["TA"], original["TA"], tolerance(original["TA"], n_test), "at_least", "original")
     if utility is not None:
         checks.append(utility)
+    never = never_learned(original, split) if original is not None else None
+    if never is not None:
+        return {"status": "warn", "basis": basis, "headline": never, "checks": checks, "never_learned": True}
     forgetting = [c for c in checks if c["name"] != "test accuracy"]
     failed = [c for c in forgetting if not c["ok"]]
     lost_utility = utility is not None and not utility["ok"]

@@ -43,6 +43,7 @@ from ..device import check_amp
 from ..errors import OblivioError
 from ..methods import available_methods, get_method
 from ..scenarios import Scenario, check_third_party_fraction, scenario_from_dict
+from ..validation import check_seed
 from ..training import TrainConfig
 
 NOISE_FLOOR = "retrain (other seed)"
@@ -164,10 +165,13 @@ def stable_hash(obj: Any, n: int = 12) -> str:
 
 
 def _seeds(value: Any, where: str) -> tuple[int, ...]:
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(s, int) for s in value):
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                    for s in value):
         raise OblivioError(f"{where}: seeds must be a non-empty list of integers, got {value!r}")
+    for s in value:
+        check_seed(s, f"{where}: seed")
     if len(set(value)) != len(value):
         raise OblivioError(f"{where}: duplicated seeds {list(value)}")
     return tuple(value)
@@ -246,7 +250,12 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     unknown = sorted(set(doc) - _TOP_KEYS)
     if unknown:
         raise OblivioError(f"config: unknown key {', '.join(unknown)}; known: {', '.join(sorted(_TOP_KEYS))}")
-    dataset = doc.get("dataset", "digits")
+    if doc.get("dataset") is None:
+        raise OblivioError("config: no 'dataset:' key; name the data, e.g. 'dataset: {name: digits}' "
+                           "(see benchmarks/digits.yaml)")
+    dataset = doc["dataset"]
+    if not isinstance(dataset, (str, dict)):
+        raise OblivioError(f"config: dataset must be a name or a mapping with a name, got {dataset!r}")
     dataset = {"name": dataset} if isinstance(dataset, str) else dict(dataset)
     if "name" not in dataset:
         raise OblivioError("config: dataset needs a name")
@@ -263,8 +272,8 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     if doc.get("tune"):
         t, tune_methods = _section(doc["tune"], "tune", {"trials", "methods", "seed"}, methods)
         seed = t.get("seed")
-        if seed is not None and not isinstance(seed, int):
-            raise OblivioError(f"tune: seed must be an integer, got {seed!r}")
+        if seed is not None:
+            check_seed(seed, "tune: seed")
         tune = TuneConfig(t.get("trials", 20), tune_methods, seed)
     population = doc.get("population")
     if population is not None:
@@ -295,13 +304,37 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
     )
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str):
+    """``text`` parsed as YAML with ``UniqueKeyLoader``."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | os.PathLike) -> BenchConfig:
-    """Read and validate a benchmark YAML file."""
+    """Read and validate a benchmark YAML file (unknown and duplicate keys refused)."""
     path = Path(path)
     if not path.is_file():
         raise OblivioError(f"benchmark config not found: {path}")
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
     except yaml.YAMLError as e:
-        raise OblivioError(f"benchmark config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    return parse_config(doc or {}, source=str(path))
+        raise OblivioError(f"benchmark config {path} is not valid YAML: {str(e).splitlines()[0]} "
+                           f"{str(getattr(e, 'problem', '') or '')}".strip()) from None
+    except UnicodeDecodeError:
+        raise OblivioError(f"benchmark config {path} is not a text file") from None
+    if doc is None:
+        raise OblivioError(f"benchmark config {path} is empty; see benchmarks/digits.yaml for the layout")
+    return parse_config(doc, source=str(path))

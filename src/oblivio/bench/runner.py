@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +33,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from ..data import Dataset, load_from_spec
-from ..device import check_amp, deterministic as deterministic_mode, resolve_device
+from ..device import check_amp, deterministic as deterministic_mode, gpu_recipe_warning, resolve_device
 from ..errors import OblivioError
 from ..parallel import Executor, SerialExecutor, Task, TaskFailed
 from ..scenarios import Backdoor, RandomSubset, Split, make_split
@@ -523,19 +524,21 @@ def run_benchmark(
     population: int | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
+    threads: int | None = None,
 
     ``out_dir`` defaults to the config's ``output`` or ``runs/bench/<name>``. With ``resume``
     False every cell is recomputed (and the cache overwritten). ``executor`` (default: serial, in
     this process) runs the jobs, e.g. ``oblivio.parallel.RayExecutor()`` for Ray tasks; every
     worker reads and writes the cache under ``out_dir``, so on a cluster it must be a shared
     filesystem. The numbers do not depend on the executor. ``device``, ``amp``, ``deterministic`` and
-    ``population`` override the config's keys of the same names.
+    ``population`` override the config's keys of the same names, and so does ``threads`` (torch CPU threads,
+    recorded in the header). A GPU recipe about to run on the CPU gets a one-line warning on stderr.
     """
     cfg = config if isinstance(config, BenchConfig) else load_config(config)
     if population is not None:
         check_population(population, "--population")
     overrides = {k: v for k, v in (("device", device), ("amp", check_amp(amp)), ("deterministic", deterministic),
-                                   ("population", population)) if v is not None}
+                                   ("population", population), ("threads", threads)) if v is not None}
     cfg = dataclasses.replace(cfg, **overrides) if overrides else cfg
     dev = resolve_device(cfg.device)
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
@@ -543,13 +546,17 @@ def run_benchmark(
     data = load_from_spec(cfg.dataset)
     threads = torch.get_num_threads()
     start, commit = time.perf_counter(), git_commit()  # the code that runs: the checkout may change during a long run
+    warning = gpu_recipe_warning(cfg.model, len(data.y_train), int(cfg.train.get("epochs", 1)), dev)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     token, counts = uuid.uuid4().hex, [0, 0]
     if isinstance(executor, SerialExecutor):
         _POOLS[token] = ThreadPoolExecutor(measure_workers())
     try:
         torch.set_num_threads(cfg.threads or threads)
         with deterministic_mode(cfg.deterministic), \
-                tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress) as bar:
+                tqdm(total=count_cells(cfg), desc=f"bench {cfg.name}", unit="cell", disable=not progress,
+                     dynamic_ncols=True) as bar:
             shared_data = executor.share(data)
             tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
             tasks = plan_jobs(cfg)

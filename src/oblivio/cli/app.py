@@ -1,6 +1,7 @@
 """The typer application every command module registers on, and shared CLI helpers."""
 from __future__ import annotations
 
+import os
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -14,7 +15,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: wraps words at the terminal width, never truncates a flag name
 )
+def _help_wraps_whole_words() -> None:
+    """Click's help wraps at hyphens ("third-" / "party"); make it wrap only at spaces. Click builds its wrapper
+    from this module attribute at each call; a click without it keeps its own wrapping."""
+    try:
+        from typer._click import _textwrap
+    except ImportError:  # pragma: no cover - another typer layout
+        return
+    base = _textwrap.TextWrapper
+
+    class WholeWords(base):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("break_on_hyphens", False)
+            super().__init__(*args, **kwargs)
+
+    if not getattr(base, "_oblivio", False):
+        WholeWords._oblivio = True
+        _textwrap.TextWrapper = WholeWords
+
+
+_help_wraps_whole_words()
 console = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -39,6 +61,36 @@ class StepLog:
         else:
             yield
         self.step(f"{text}: done in {time.perf_counter() - began:.1f} s")
+
+MAX_THREADS = 1024
+
+
+def default_threads() -> int:
+    """Torch threads when ``--threads`` is not given: half the CPUs (at least 1, at most 8). Other work on a
+    shared machine and hyper-threads make more threads slower and erratic (the digits demo took 12-16 s with
+    torch's default on a busy 2-core machine, 7 s with one thread)."""
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+def threads_option():
+    """The ``--threads`` option every computing command takes."""
+    return typer.Option(None, "--threads", help=f"torch CPU threads (default: {default_threads()}, half this "
+                                                "machine's CPUs, at most 8)")
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (``None``: ``default_threads()``) and return it; bad counts are one-line errors."""
+    import torch
+
+    from ..errors import OblivioError
+
+    if threads is None:
+        threads = default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise OblivioError(f"--threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    torch.set_num_threads(threads)
+    return threads
+
 
 DEVICE_HELP = "where to compute: auto (CUDA when present), cpu, cuda or cuda:N"
 AMP_HELP = "mixed precision: bf16 (autocast on the device); off by default"

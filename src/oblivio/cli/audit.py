@@ -11,10 +11,16 @@ from rich.table import Table
 from ..errors import OblivioError
 from ..io import check_writable
 from ..device import resolve_device
-from .app import DEVICE_HELP, StepLog, app, console
+from ..validation import check_seed
+from .app import DEVICE_HELP, StepLog, app, console, threads_option, use_threads
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
+MAX_SHADOWS = 256
+LEGEND = ("UA: unlearning accuracy, 100 - accuracy on the forget set; RA / TA: accuracy on the retain / test set; "
+          "MIA: membership-inference efficacy, share of forget samples judged non-members; ASR: backdoor attack "
+          "success rate; AUC: threshold attack, forget vs unseen samples (0.5 = no trace); KS: distance between "
+          "their confidence distributions (0 = same); Avg. Gap: mean |UA, RA, TA, MIA - retrained's|.")
 
 
 @app.command()
@@ -27,20 +33,32 @@ def audit(
     population: int = typer.Option(0, help="per-example test against N models retrained on the retain set "
                                            "(0 = skip; 2..256, 16 is a good start; --ray trains them in parallel)"),
     seed: int = 0,
-    out: Path = typer.Option(Path("runs/audit"), help="folder for audit.json and report.html"),
+    out: Optional[Path] = typer.Option(None, help="folder for audit.json and report.html (default: the checkpoint's "
+                                                  "path with .audit instead of .safetensors, one per audit)"),
+    check: bool = typer.Option(False, "--check", help="exit 1 unless forgetting is verified or only proxy-checked: "
+                                                      "'not forgotten', over-forgotten, backdoor active, never learned"),
+    json_out: bool = typer.Option(False, "--json", help="print audit.json's content instead of the tables"),
     ray: bool = ray_flag(),
     ray_address_: Optional[str] = ray_address(),
     gpus: Optional[float] = gpus_per_task(),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    threads: Optional[int] = threads_option(),
 ) -> None:
-    """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report."""
+    """Measure forgetting (UA/RA/TA, MIA-efficacy, ASR, attacks, gap to retrain) and write a report.
+
+    Exit status 0, or with --check 1 when the verdict is not forgotten / over-forgotten / backdoor still active /
+    the original never learned the forget set; 2 for bad input.
+    """
     from ..audit import audit_checkpoint
     from ..audit.reference_models import check_members
     from ..report import write_report
 
+    threads = use_threads(threads)
+    check_seed(seed, "--seed")
     dev = resolve_device(device)
-    if lira_shadows < 0 or lira_shadows == 1:
-        raise typer.BadParameter("--lira-shadows must be 0 (off) or at least 2")
+    if lira_shadows < 0 or lira_shadows == 1 or lira_shadows > MAX_SHADOWS:
+        raise OblivioError(f"--lira-shadows must be 0 (off) or from 2 to {MAX_SHADOWS}, got {lira_shadows}")
+    out = out if out is not None else default_out(checkpoint)
     if population:
         check_members(population, "--population")
     if (ray or ray_address_) and not (lira_shadows or population):
@@ -57,8 +75,14 @@ def audit(
     with log.waiting("measuring"), executor_from_options(ray, ray_address_, gpus) as executor:
         result = audit_checkpoint(checkpoint, original=original, retrained=retrained, lira_shadows=lira_shadows,
                                   seed=seed, executor=executor, device=dev, population=population)
+    json_path, html_path = write_report(result, out)
+    if json_out:
+        console.print_json(json_path.read_text())
+        _exit_for(result.verdict, check)
+        return
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/]")
+        style = "yellow" if "missing" in note else "dim"
+        console.print(f"[{style}]note: {escape(note)}[/]", highlight=False)
     table = Table(title="audit (percent; AUC/KS in 0..1)")
     table.add_column("metric", overflow="fold")
     roles = [r for r in ("original", "unlearned", "retrained") if r in result.metrics]
@@ -72,12 +96,24 @@ def audit(
     if "unlearned" in result.gap:
         table.add_row("Avg. Gap", *[f"{result.gap[r]['avg_gap']:.2f}" if r in result.gap else "0.00" for r in roles])
     console.print(table)
+    console.print(LEGEND, style="dim", highlight=False)
     if result.population:
         _print_population(result)
     v = result.verdict
-    console.print(f"[{STYLE[v['status']]}]{v['headline']}[/]", highlight=False)
-    json_path, html_path = write_report(result, out)
-    console.print(f"wrote {json_path} and {html_path}")
+    console.print(f"[{STYLE[v['status']]}]{escape(v['headline'])}[/]", highlight=False)
+    console.print(f"wrote {json_path} and {html_path} ({threads} thread{'s' * (threads > 1)})", highlight=False)
+    _exit_for(v, check)
+
+
+def default_out(checkpoint: Path) -> Path:
+    """The report folder of one audit: ``runs/forget.safetensors`` -> ``runs/forget.audit``."""
+    return checkpoint.with_name(checkpoint.name.removesuffix(".safetensors") + ".audit")
+
+
+def _exit_for(verdict: dict, check: bool) -> None:
+    """With --check, exit 1 when forgetting failed or there was nothing to forget."""
+    if check and (verdict["status"] == "fail" or verdict.get("never_learned")):
+        raise typer.Exit(1)
 
 
 def _print_population(result) -> None:

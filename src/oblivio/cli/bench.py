@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from ..errors import OblivioError
-from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console
+from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, default_threads, use_threads
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
@@ -26,6 +26,8 @@ def bench(
     population: Optional[int] = typer.Option(None, help="members per row: N originals, N retrains, each method on "
                                              "every original, scored per example (default: the config's)"),
     strict: bool = typer.Option(False, help="exit 2 also when a method forgot nothing (it is a result, not a failure)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: the config's threads, "
+                                          f"else {default_threads()}); recorded in the report's header"),
 ) -> None:
     """Run methods x scenarios x seeds (plus original and retrain) and write CSVs and a Markdown report.
 
@@ -34,9 +36,13 @@ def bench(
     """
     from ..bench import print_report, run_benchmark
 
+    if threads is not None:
+        use_threads(threads)
+
     with executor_from_options(ray, ray_address_, gpus) as executor:
         result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor, device=device,
-                               amp=amp, deterministic=deterministic, population=population)
+                               amp=amp, deterministic=deterministic, population=population,
+                               threads=threads)
     print_report(result, console)
     console.print(f"wrote {', '.join(str(p) for p in result.files.values())}", highlight=False)
     if result.errors:

@@ -10,12 +10,14 @@ import typer
 from ..checkpoint import check_checkpoint_path, checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
 from ..io import check_writable
 from ..errors import OblivioError
-from ..pipeline import split_for_request
+from ..pipeline import split_with_lineage
 from ..scenarios import ClassForget, RandomSubset, Scenario
 from ..training import evaluate
 from ..unlearning import unlearn
 from ..device import check_amp, device_info, resolve_device, set_deterministic
-from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, StepLog, app, console, describe, percent_table
+from ..validation import check_seed
+from .app import (AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, StepLog, app, console, describe, percent_table,
+                  threads_option, use_threads)
 
 
 def parse_ints(text: str, what: str) -> tuple[int, ...]:
@@ -40,10 +42,40 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+def infer_scenario(
+    scenario: Optional[str], classes: Optional[str], fraction: Optional[float], count: Optional[int],
+    indices: Optional[str],
+) -> str:
+    """The scenario the flags ask for: ``--scenario`` if given, else ``class`` for ``--classes`` and ``random`` for
+    ``--fraction`` / ``--count`` / ``--indices``; a flag of another scenario is an error naming the conflict."""
+    random_flags = [f for f, v in (("--fraction", fraction), ("--count", count), ("--indices", indices)) if v is not None]
+    class_flags = ["--classes"] if classes is not None else []
+    if scenario is None:
+        if class_flags and random_flags:
+            raise OblivioError(f"--classes asks for the class scenario and {random_flags[0]} for the random one; "
+                               "give one of them")
+        if class_flags:
+            return "class"
+        if random_flags:
+            return "random"
+        raise OblivioError("no forget request: give --classes (class), --fraction, --count or --indices (random), "
+                           "or --scenario backdoor")
+    if scenario not in ("class", "random", "backdoor"):
+        raise OblivioError(f"unknown scenario {scenario!r}; choose class, random or backdoor")
+    stray = {"class": random_flags, "random": class_flags, "backdoor": class_flags + random_flags}[scenario]
+    if stray:
+        raise OblivioError(f"{stray[0]} does not apply to --scenario {scenario}; drop it "
+                           + ("(the backdoor scenario forgets the poisoned samples the model was trained with)"
+                              if scenario == "backdoor" else f"or drop --scenario {scenario}"))
+    return scenario
+
+
 def build_scenario(
-    scenario: str, classes: Optional[str], fraction: Optional[float], count: Optional[int], indices: Optional[str]
+    scenario: Optional[str], classes: Optional[str], fraction: Optional[float], count: Optional[int],
+    indices: Optional[str],
 ) -> Scenario | None:
-    """The forget request; None for a backdoor (the poisoning the model was trained with)."""
+    """The forget request (scenario inferred from the flags when not given); None for a backdoor."""
+    scenario = infer_scenario(scenario, classes, fraction, count, indices)
     if scenario == "class":
         if not classes:
             raise OblivioError("the class scenario needs --classes, e.g. --classes 3 or --classes 3,5")
@@ -52,9 +84,7 @@ def build_scenario(
         if fraction is None and count is None and indices is None:
             fraction = 0.1
         return RandomSubset(fraction=fraction, count=count, indices=parse_ints(indices, "--indices") if indices else None)
-    if scenario == "backdoor":
-        return None
-    raise OblivioError(f"unknown scenario {scenario!r}; choose class, random or backdoor")
+    return None
 
 
 def json_safe(value: Any) -> Any:
@@ -66,7 +96,8 @@ def json_safe(value: Any) -> Any:
 def forget(
     checkpoint: Path = typer.Option(..., help="checkpoint written by 'oblivio train' (.safetensors)"),
     out: Path = typer.Option(..., help="new checkpoint to write (never the input)"),
-    scenario: str = typer.Option("class", help="class, random or backdoor (the poisoning the model was trained with)"),
+    scenario: Optional[str] = typer.Option(None, help="class, random or backdoor (the poisoning the model was trained "
+                                           "with); default: inferred from --classes or --fraction/--count/--indices"),
     method: str = typer.Option("dm", help="unlearning method (see 'oblivio methods' / oblivio.available_methods())"),
     classes: Optional[str] = typer.Option(None, help="class scenario: classes to forget, e.g. 3 or 3,5"),
     fraction: Optional[float] = typer.Option(None, help="random scenario: share of the training pool to forget (default 0.1)"),
@@ -77,8 +108,11 @@ def forget(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     amp: Optional[str] = typer.Option(None, help=AMP_HELP),
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
+    threads = use_threads(threads)
+    check_seed(seed, "--seed")
     if checkpoint.is_dir():
         raise OblivioError(f"--checkpoint {checkpoint} is a directory; give the .safetensors file written by oblivio")
     dev = resolve_device(device)
@@ -97,10 +131,14 @@ def forget(
         log.step(f"loading {checkpoint}")
         model, meta = load_checkpoint(checkpoint, device=dev)
         log.step("rebuilding the training data and the forget split")
-        _, split = split_for_request(meta, request)
-        log.step(f"unlearning with {method!r}: forget {len(split.forget)} samples ({split.sizes()})")
+        lineage = split_with_lineage(meta, request)
+        split, previous = lineage.split, lineage.previous
+        earlier = f" ({len(previous)} forgotten earlier in this model's lineage stay out of the retain set)" \
+            if len(previous) else ""
+        log.step(f"unlearning with {method!r}: forget {len(split.forget_idx)} samples ({split.sizes()}){earlier}")
         with log.waiting(f"running {method}"):
-            result = unlearn(model, split=split, method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
+            result = unlearn(model, split=split, previously_forgotten=split.subset(previous) if len(previous) else None,
+                             method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
         log.step(f"verified: {result.info.get('verified')}")
         record = {
             "method": result.method,
@@ -108,22 +146,25 @@ def forget(
             "seconds": result.seconds,
             "info": json_safe(result.info),
             "original": {"path": str(checkpoint), "model_hash": meta["model_hash"]},
+            "forgotten": lineage.forgotten,
             "device": device_info(dev),
             "amp": amp,
             "deterministic": deterministic,
+            "threads": threads,
         }
         log.step(f"writing {out}")
         save_checkpoint(
             out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],
-            dataset=meta.get("dataset"), seed=seed, split=split.spec(), training=meta["training"],
-            extra={"unlearning": record}, companions={split_companion(out): split.save},
+            dataset=meta.get("dataset"), seed=seed, split=lineage.request.spec(), training=meta["training"],
+            extra={"unlearning": record}, companions={split_companion(out): lineage.request.save},
         )
     rows = {"original": evaluate(model, split), result.method: evaluate(result.model, split)}
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
                      if k not in ("verified", "nothing_to_forget", "reason", "warnings"))
-    console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}" + (f"; {info}" if info else ""))
+    console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}, {threads} thread{'s' * (threads > 1)}"
+                  + (f"; {info}" if info else ""), highlight=False)
     for warning in result.info.get("warnings", []):
         console.print(f"[bold yellow]warning:[/] {warning}", highlight=False)
     if result.info.get("nothing_to_forget"):

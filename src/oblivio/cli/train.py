@@ -14,8 +14,10 @@ from ..pipeline import training_spec, training_split
 from ..scenarios import Backdoor, ClassForget, RandomSubset, check_third_party_fraction, make_split
 from ..training import TrainConfig, evaluate, train as train_model
 from ..validation import check_options
-from ..device import device_info, resolve_device, set_deterministic
-from .app import AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, percent_table
+from ..device import device_info, gpu_recipe_warning, resolve_device, set_deterministic
+from ..validation import check_seed
+from .app import (AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, err_console, percent_table,
+                  threads_option, use_threads)
 
 
 def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int]) -> dict:
@@ -49,8 +51,11 @@ def train(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     amp: Optional[str] = typer.Option(None, help=AMP_HELP),
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
+    threads = use_threads(threads)
+    check_seed(seed, "--seed")
     check_checkpoint_path(out, "--out")
     for name, value in (("--n-train", n_train), ("--n-test", n_test)):
         if value is not None and value < 1:
@@ -68,6 +73,9 @@ def train(
     data = load_from_spec(spec)
     split = training_split(data, seed, third_party_fraction, poison)
     config = TrainConfig(**options, seed=seed, progress=progress, amp=amp)
+    warning = gpu_recipe_warning(model, len(split.train), config.epochs, dev)
+    if warning:
+        err_console.print(f"[bold yellow]{warning}[/]")
     net, history = train_model(model, split.train, data.num_classes, config, device=dev)
     scores = evaluate(net, split)
     if poison is None:
@@ -76,9 +84,10 @@ def train(
         out, net, arch=model, input_shape=data.info.input_shape, num_classes=data.num_classes, dataset=dataset,
         seed=seed, training=training_spec(spec, split),
         extra={"train_config": config.__dict__, "train_seconds": history.seconds,
-               "scores": scores, "device": device_info(dev), "deterministic": deterministic},
+               "scores": scores, "device": device_info(dev), "deterministic": deterministic, "threads": threads},
     )
-    console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s on {describe(dev)})", {"original": scores}))
+    console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s on {describe(dev)}, {threads} "
+                                f"thread{'s' * (threads > 1)})", {"original": scores}))
     console.print(f"wrote {out}")
 
 
@@ -87,8 +96,11 @@ def demo(
     scenario: str = typer.Option("class", help="class, random or backdoor"),
     method: str = typer.Option("dm", help="unlearning method to run ('none' to only train)"),
     seed: int = 0,
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train an MLP on digits, make a forget request, unlearn it and compare with retraining."""
+    threads = use_threads(threads)
+    check_seed(seed, "--seed")
     from ..data import load_dataset
     from ..training import retrain
     from ..unlearning import unlearn
@@ -114,4 +126,5 @@ def demo(
         times["retrain"] = ghist.seconds
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table("accuracy (%) on each part of the data (asr: backdoor attack success rate)", rows, columns))
-    console.print("wall time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+    console.print("wall time: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+                  + f" ({threads} thread{'s' * (threads > 1)})")

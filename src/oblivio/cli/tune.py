@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from .app import DEVICE_HELP, app, console
+from .app import DEVICE_HELP, app, console, default_threads, use_threads
 from .ray_options import executor_from_options, gpus_per_task, ray_address, ray_flag
 
 
@@ -28,9 +28,14 @@ def tune(
     ray_address_: Optional[str] = ray_address(),
     gpus: Optional[float] = gpus_per_task(),
     device: Optional[str] = typer.Option(None, help=DEVICE_HELP + " (default: the config's device, else auto)"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: the config's threads, "
+                                          f"else {default_threads()})"),
 ) -> None:
     """Tune a method on a validation request (another forget set of the same kind), scored by Avg. Gap to its retrain."""
     from ..tune import tune as run_tune
+
+    if threads is not None:
+        use_threads(threads)
 
     def show(row: dict) -> None:
         value = "failed: " + (row.get("error") or "?") if row["state"] != "COMPLETE" else f"Avg. Gap {row['value']:.3f}"
@@ -39,7 +44,7 @@ def tune(
 
     with executor_from_options(ray, ray_address_, gpus) as executor:  # --ray: trials in parallel, one shared study
         result = run_tune(config, method, scenario, trials, seed=seed, study=study, progress=show, executor=executor,
-                             device=device)
+                          device=device, threads=threads)
     console.print(f"validation request: {result.validation}", highlight=False)
     table = Table(title=f"{method} on {scenario} (seed {result.seed}): {len(result.trials)} trials, "
                         f"{result.ran} run now, {result.seconds:.1f} s")
@@ -51,6 +56,7 @@ def tune(
                       ", ".join(f"{k}={_fmt(v)}" for k, v in row["params"].items()))
     console.print(table)
     defaults = "-" if result.default_value is None else f"{result.default_value:.3f}"
-    console.print(f"best Avg. Gap {result.best_value:.3f} (defaults {defaults}); options: "
-                  + " ".join(f"--set {k}={v}" for k, v in result.best_params.items()), highlight=False)
-    console.print(f"study {result.study_name!r} in {result.storage}", highlight=False)
+    sets = [f"  --set {k}={v}" for k, v in result.best_params.items()]
+    console.print(f"best Avg. Gap {result.best_value:.3f} (defaults {defaults}); its options:\n"
+                  + " \\\n".join(sets), highlight=False, soft_wrap=True)  # one option a line: copy-paste whole
+    console.print(f"study {result.study_name!r}\nin {result.storage}", highlight=False, soft_wrap=True)
