@@ -3,9 +3,9 @@
     python benchmarks/publish.py runs/bench/population-digits runs/bench/population-fashion-mnist
 
 Each folder is an ``oblivio bench`` output. Its report files (results.md, results.json, summary.csv,
-runs.csv) are copied to ``benchmarks/results/<benchmark>/`` (committed), and its results.md, with headings
-moved one level down, replaces the section between ``<!-- generated: <benchmark> -->`` and
-``<!-- end: <benchmark> -->`` in RESULTS.md. New sections go after the file's introduction, in the order
+runs.csv) are copied to ``benchmarks/results/<folder name>/`` (committed), and its results.md, with headings
+moved one level down and the command that made it, replaces the section between
+``<!-- generated: <folder name> -->`` and ``<!-- end: <folder name> -->`` in RESULTS.md. New sections go after the file's introduction, in the order
 given, so the first folder named opens RESULTS.md.
 """
 from __future__ import annotations
@@ -23,12 +23,14 @@ INTRO_END = "<!-- generated sections follow -->"
 
 
 def section(out: Path) -> tuple[str, str]:
-    """(benchmark name, the Markdown section) of one bench output folder."""
+    """(section name = the folder's name, the Markdown section) of one bench output folder."""
     doc = json.loads((out / "results.json").read_text())
-    name = doc["header"]["benchmark"]
+    name = out.resolve().name
     body = (out / "results.md").read_text().rstrip() + "\n"
     body = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", body, flags=re.M)
-    command = f"oblivio bench --config {doc['header'].get('config')}"
+    population = doc["config"].get("population")
+    command = (f"oblivio bench --config {doc['header'].get('config')} --out runs/bench/{name}"
+               + (f" --population {population}" if population else ""))
     body = body.replace("\n", f"\n\nRegenerated from `benchmarks/results/{name}/` by `python benchmarks/publish.py`; "
                                 f"the run: `{command}`.\n", 1)
     return name, f"<!-- generated: {name} -->\n{body}<!-- end: {name} -->\n"

@@ -4,7 +4,15 @@ import torch
 from torch.utils.data import TensorDataset
 
 from oblivio import ClassForget, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
-from oblivio.methods.dm import calibrated_z, familiarity_z, logit_confidence, quantile_match, welch_z
+from oblivio.methods.dm import (
+    calibrated_z,
+    familiarity_z,
+    logit_confidence,
+    quantile_match,
+    transfer_targets,
+    welch_z,
+)
+from oblivio.training import predict
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -108,7 +116,7 @@ def test_dm_under_bf16_autocast_sees_its_own_updates(random30):
 
     split, original, _ = random30
     data = UnlearnData(forget=split.forget, num_classes=10, retain=split.retain, third_party=split.third_party)
-    info = get_method("dm", max_steps=20).unlearn(original, data, amp="bf16").info
+    info = get_method("dm", max_steps=20, phi_target="quantile").unlearn(original, data, amp="bf16").info
     assert info["steps"] > 0 and info["distance"] < info["initial_distance"] - 0.3, info
 
 
@@ -147,11 +155,14 @@ def test_dm_ends_at_once_on_a_one_sample_request_like_unseen_data(splits, origin
     z says 'remembered' (2.6) and dm ran its 500-step budget; the calibrated z says nothing to forget."""
     split, model = splits["random"], original("random")
     one = TensorDataset(*(t[:1] for t in split.forget.tensors))
-    raw = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0, null_draws=0, max_steps=20)
+    raw = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0, null_draws=0, max_steps=20,
+                  phi_target="quantile")
     assert raw.info["initial_z_loss"] > 1 and raw.info["steps"] == 20
-    result = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0)
+    calibrated = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0, phi_target="quantile").info
+    assert calibrated["nothing_to_forget"] and calibrated["initial_z_loss"] <= 1 < calibrated["initial_z_loss_welch"]
+    result = unlearn(model, one, split.retain, split.third_party, method="dm", seed=0)  # default: sample by sample
     info = result.info
-    assert info["nothing_to_forget"] and info["steps"] == 0 and info["initial_z_loss"] <= 1 < info["initial_z_loss_welch"]
+    assert info["nothing_to_forget"] and info["steps"] == 0 and info["underpowered"], info
     assert same_weights(result.model, model)
 
 
@@ -190,3 +201,61 @@ def test_dm_forgets_every_sample_of_a_class(splits, original):
     assert info["reference_confused_dropped"] >= 0 and info["reference_size"] > 0
     assert accuracy(result.model, split.forget) == 0.0
     assert accuracy(result.model, split.retain) >= accuracy(model, split.retain) - 0.02
+
+
+def test_transfer_targets_carry_each_rank_to_the_unseen_value_at_that_rank():
+    retain = torch.linspace(0.0, 10.0, 1001, dtype=torch.float64)  # trained-on: confident
+    reference = torch.linspace(-5.0, 5.0, 1001, dtype=torch.float64)  # unseen: 5 lower at every rank
+    forget = torch.tensor([10.0, 5.0, 0.0], dtype=torch.float64)
+    assert torch.allclose(transfer_targets(forget, retain, reference), torch.tensor([5.0, 0.0, -5.0], dtype=torch.float64),
+                          atol=0.02)
+    one = transfer_targets(torch.tensor([7.5], dtype=torch.float64), retain, reference)  # one sample, its own target
+    assert abs(float(one) - 2.5) < 0.02
+    assert torch.all(transfer_targets(forget.flip(0), retain, reference).diff() > 0)  # monotone in phi
+
+
+@pytest.fixture(scope="module")
+def memorising(digits):
+    """Digits MLP trained without weight decay to memorise its pool (seed 0), random 10 % split."""
+    split = make_split(digits, RandomSubset(fraction=0.1), seed=0)
+    return split, train("mlp", split.train, 10, TrainConfig(seed=0, epochs=60, weight_decay=0.0))[0]
+
+
+def test_a_small_request_is_tested_sample_by_sample(memorising):
+    """Three samples are too few for a set-level test: each is held to the unseen confidence of its rank."""
+    split, original = memorising
+    x, y = split.forget.tensors
+    hardest = logit_confidence(*predict(original, split.forget)).argsort()[:3]  # atypical samples: memorised most
+    forget = TensorDataset(x[hardest], y[hardest])
+    result = unlearn(original, forget=forget, retain=split.retain, third_party=split.third_party, method="dm", seed=0)
+    info = result.info
+    assert info["underpowered"] is True and info["initial_samples_above_target"] >= 1, info
+    assert info["steps"] > 0 and not same_weights(result.model, original)
+    assert info["samples_above_target"] == 0 and info["stopped_by"] == "threshold", info
+    before, after = (logit_confidence(*predict(m, forget)) for m in (original, result.model))
+    assert (after <= before + 1e-6).all() and after.mean() < before.mean() - 0.5
+
+
+def test_a_small_request_on_a_model_that_never_saw_it_is_nothing_to_forget(digits):
+    split = make_split(digits, RandomSubset(fraction=0.1), seed=0)
+    never_saw = retrain("mlp", split.retain, 10, TrainConfig(seed=0))[0]
+    forget = TensorDataset(*(t[:3] for t in split.forget.tensors))
+    info = unlearn(never_saw, forget=forget, retain=split.retain, third_party=split.third_party, method="dm").info
+    assert info["underpowered"] is True and info["nothing_to_forget"] is True and "one by one" in info["reason"], info
+
+
+def test_earlier_requests_of_the_lineage_count_towards_what_must_look_unseen(memorising):
+    """A ten-sample request alone is tested sample by sample; with the 60 samples its lineage forgot before, the
+    union (70) is what must look unseen: tested as a set, and the earlier samples are part of the objective."""
+    split, original = memorising
+    x, y = split.forget.tensors
+    new, earlier = TensorDataset(x[:10], y[:10]), TensorDataset(x[10:70], y[10:70])
+    alone = unlearn(original, forget=new, retain=split.retain, third_party=split.third_party, method="dm").info
+    union = unlearn(original, forget=new, retain=split.retain, third_party=split.third_party, method="dm",
+                    previously_forgotten=earlier)
+    assert alone["underpowered"] is True and "lineage_samples" not in alone
+    assert union.info["lineage_samples"] == 60 and "underpowered" not in union.info, union.info
+    assert union.info["statistic"] == "familiarity_z" and union.info["initial_distance"] != alone["initial_distance"]
+    if union.info["steps"]:  # what changed: the earlier samples too, not only the new request
+        moved = (logit_confidence(*predict(union.model, earlier)) - logit_confidence(*predict(original, earlier))).abs()
+        assert moved.mean() > 0.05

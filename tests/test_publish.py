@@ -23,15 +23,16 @@ def publish(tmp_path, monkeypatch):
 def test_sections_are_generated_and_replaced(publish, tmp_path):
     cfg = {"name": "tiny-pub", "dataset": {"name": "digits"}, "model": "mlp", "train": {"epochs": 2}, "seeds": [0],
            "threads": 1, "scenarios": {"random": {"fraction": 0.1}}, "methods": ["ft"]}
-    run_benchmark(parse_config(cfg), tmp_path / "out", progress=False)
+    run_benchmark(parse_config(cfg), tmp_path / "tiny-pub", progress=False)
     results = tmp_path / "RESULTS.md"
     results.write_text(f"# Results\n\nintro\n\n{publish.INTRO_END}\n\n## Older notes\n")
-    assert publish.publish([tmp_path / "out"], results) == ["tiny-pub"]
+    assert publish.publish([tmp_path / "tiny-pub"], results) == ["tiny-pub"]
     text = results.read_text()
     assert text.index("intro") < text.index("<!-- generated: tiny-pub -->") < text.index("## Older notes")
     assert "## oblivio bench: tiny-pub" in text and "| retrain (other seed) |" in text
+    assert "`oblivio bench --config None --out runs/bench/tiny-pub`" in text
     assert (tmp_path / "results" / "tiny-pub" / "runs.csv").is_file()
-    publish.publish([tmp_path / "out"], results)  # a rerun replaces the section, it does not add a second
+    publish.publish([tmp_path / "tiny-pub"], results)  # a rerun replaces the section, it does not add a second
     assert results.read_text().count("<!-- generated: tiny-pub -->") == 1
 
 

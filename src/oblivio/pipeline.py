@@ -1,13 +1,15 @@
 """Glue shared by the CLI, audits and benchmarks: rebuild the data and split behind a checkpoint."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
 
 from .data import Dataset, load_from_spec
 from .errors import OblivioError
+from .validation import check_seed
 from .scenarios import Backdoor, RandomSubset, Scenario, Split, make_split, scenario_from_dict
 
-from .validation import check_seed
 
 def training_spec(data_spec: dict, split: Split) -> dict:
     """What the original model was trained on: data, seed, pool cut and any poisoning."""
@@ -35,14 +37,14 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
     spec = meta.get("training")
     if not spec:
         raise OblivioError("checkpoint sidecar has no training record; was it written by 'oblivio train'?")
-    data = data if data is not None else load_from_spec(spec["data"])
-    poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
     if not isinstance(spec, dict) or not isinstance(spec.get("data"), dict):
         raise OblivioError("checkpoint sidecar: its training record is not a mapping with a 'data' entry")
     check_seed(spec.get("seed"), "checkpoint sidecar: training seed")
     tpf = spec.get("third_party_fraction")
     if isinstance(tpf, bool) or not isinstance(tpf, (int, float)):
         raise OblivioError(f"checkpoint sidecar: training third_party_fraction must be a number, got {tpf!r}")
+    data = data if data is not None else load_from_spec(spec["data"])
+    poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
     if scenario is None or isinstance(scenario, Backdoor):
         if poison is None:
             raise OblivioError("the backdoor scenario needs a model trained with --backdoor; this one was trained on clean data")
@@ -66,3 +68,48 @@ def split_for_checkpoint(meta: dict) -> tuple[Dataset, Split]:
     if split.hashes() != recorded["hashes"]:
         raise OblivioError("the rebuilt forget split differs from the one recorded in the checkpoint (data changed?)")
     return data, split
+
+
+
+def forgotten_before(meta: dict) -> np.ndarray:
+    """Training-set indices the model behind ``meta`` already forgot: recorded by the ledger or by
+    ``oblivio forget`` (``forgotten``), else the forget set of the split its sidecar records, else none."""
+    extra = meta.get("extra") or {}
+    for record in (extra.get("ledger") or {}, extra.get("unlearning") or {}):
+        if "forgotten" in record:
+            return np.asarray(record["forgotten"], dtype=np.int64)
+    if meta.get("split"):
+        return split_for_checkpoint(meta)[1].forget_idx
+    return np.array([], dtype=np.int64)
+
+
+@dataclass
+class LineageSplit:
+    """A request's split on a checkpoint whose lineage already forgot ``previous`` (training-set indices).
+
+    ``split`` leaves ``previous`` out of its pool, so its retain set never brings them back; ``request`` is the
+    request's own split (what ``split_for_checkpoint`` rebuilds from its spec); ``new``: the request's indices
+    not forgotten before."""
+
+    data: Dataset
+    split: Split
+    request: Split
+    new: np.ndarray
+    previous: np.ndarray
+
+    @property
+    def forgotten(self) -> list[int]:
+        """Everything forgotten once this request is: the lineage's record for the next one."""
+        return sorted(int(i) for i in np.union1d(self.previous, self.split.forget_idx))
+
+
+def split_with_lineage(meta: dict, scenario: Scenario | None) -> LineageSplit:
+    """The split of a new request on ``meta``'s checkpoint, counting what its lineage already forgot."""
+    data, request = split_for_request(meta, scenario)
+    previous = forgotten_before(meta)
+    new = np.setdiff1d(request.forget_idx, previous)
+    if previous.size and new.size == 0:
+        raise OblivioError("every sample of this request was already forgotten by this checkpoint's lineage")
+    previous = np.setdiff1d(previous, request.forget_idx)
+    split = replace(request, pool_idx=np.setdiff1d(request.pool_idx, previous)) if previous.size else request
+    return LineageSplit(data, split, request, new, previous)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -55,8 +56,8 @@ class RandomSubset:
             object.__setattr__(self, "indices", tuple(int(i) for i in self.indices))
             if not self.indices:
                 raise OblivioError("random scenario: empty forget set (no indices given)")
-            if len(set(self.indices)) != len(self.indices):
-                dup = sorted({i for i in self.indices if self.indices.count(i) > 1})[:5]
+            if len(set(self.indices)) != len(self.indices):  # linear: a Counter, not count() per index
+                dup = sorted(i for i, n in Counter(self.indices).items() if n > 1)[:5]
                 raise OblivioError(f"random scenario: duplicated forget indices {dup}")
 
 
@@ -172,6 +173,10 @@ class Split:
     def _part(self, idx: np.ndarray) -> TensorDataset:
         t = torch.as_tensor(idx, dtype=torch.long)
         return TensorDataset(self.x_train[t], self.y_train[t])
+
+    def subset(self, idx: np.ndarray) -> TensorDataset:
+        """The training samples at ``idx`` (indices into the full training set), as the model saw them."""
+        return self._part(np.asarray(idx, dtype=np.int64))
 
     @property
     def train(self) -> TensorDataset:

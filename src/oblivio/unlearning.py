@@ -102,6 +102,7 @@ def unlearn(
     seed: int = 0,
     config: Any = None,
     verify: bool | str = True,
+    previously_forgotten: TorchDataset | None = None,
     device: torch.device | str | None = "auto",
     amp: str | None = None,
     **options: Any,
@@ -117,6 +118,8 @@ def unlearn(
     did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);
     ``info["verified"]`` says what changed. ``verify="record"`` returns such a result instead, with the
     refusal in ``info["forgot_nothing"]`` (the bench reports it as a result, not a failure).
+    ``previously_forgotten``: samples deleted earlier from this model's lineage (keep them out of ``retain``);
+    methods that use it make the union look unseen, not only the new request.
     """
     if split is not None:
         forget = split.forget if forget is None else forget
@@ -145,6 +148,7 @@ def unlearn(
         backdoor_target=backdoor_target,
         arch=arch,
         seed=seed,
+        previously_forgotten=previously_forgotten if previously_forgotten is not None and len(previously_forgotten) else None,
     )
     torch.manual_seed(seed)
     try:

@@ -141,14 +141,15 @@ class _Runner:
 
     def _unlearned(self, spec: dict, start: Callable[[], nn.Module], split: Split, method: str,
                    forget: TensorDataset | None = None, options: dict | None = None,
-                   member: int = 0) -> tuple[nn.Module, dict]:
+                   member: int = 0, previously_forgotten: TensorDataset | None = None) -> tuple[nn.Module, dict]:
         """``method`` applied to ``start()``; a result that forgot nothing is kept and marked (``forgot_nothing``)."""
         options = self.cfg.methods[method] if options is None else options
         seed = member_seed(split.seed, member)
 
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
-                             seed=seed, device=self.device, amp=self.cfg.amp, verify="record", **options)
+                             seed=seed, device=self.device, amp=self.cfg.amp, verify="record",
+                             previously_forgotten=previously_forgotten, **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, seed)
@@ -247,8 +248,9 @@ class _Runner:
         return self._cell(spec, model, split, **({"options": options} if tuned else {}))
 
     # -- sequential requests ------------------------------------------------------------------------
-    def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset]]:
-        """Per step: the split with every request so far deleted (retain = the rest), and this step's request."""
+    def request_splits(self, seed: int) -> list[tuple[Split, TensorDataset, TensorDataset | None]]:
+        """Per step: the split with every request so far deleted (retain = the rest), this step's request, and
+        the requests deleted before it (None at the first step)."""
         if ("sequential", seed) in self._splits:
             return self._splits["sequential", seed]
         s, cfg = self.cfg.sequential, self.cfg
@@ -260,8 +262,8 @@ class _Runner:
         for i, request in enumerate(requests):
             deleted = np.concatenate(requests[: i + 1])
             split = make_split(self.data, RandomSubset(indices=tuple(deleted.tolist())), seed, cfg.third_party_fraction)
-            idx = torch.as_tensor(request)
-            steps.append((split, TensorDataset(split.x_train[idx], split.y_train[idx])))
+            earlier = np.concatenate(requests[:i]) if i else None
+            steps.append((split, split.subset(request), split.subset(earlier) if earlier is not None else None))
         self._splits["sequential", seed] = steps
         return steps
 
@@ -288,11 +290,11 @@ class _Runner:
         steps = self.request_splits(seed)
         previous: Callable[[], nn.Module] = lambda: self.original(steps[0][0])[0]
         docs = []
-        for step, (split, request) in enumerate(steps, 1):
+        for step, (split, request, earlier) in enumerate(steps, 1):
             spec = self._sequential_spec(seed, step, method)
 
-            def model(spec=spec, previous=previous, split=split, request=request) -> tuple[nn.Module, dict]:
-                return self._unlearned(spec, previous, split, method, forget=request)
+            def model(spec=spec, previous=previous, split=split, request=request, earlier=earlier) -> tuple[nn.Module, dict]:
+                return self._unlearned(spec, previous, split, method, forget=request, previously_forgotten=earlier)
 
             docs.append(self._cell(spec, model, split, deleted=len(split.forget_idx)))
             if _failed(docs[-1]):  # the chain cannot go on from a failed step
@@ -522,9 +524,9 @@ def run_benchmark(
     amp: str | None = None,
     deterministic: bool | None = None,
     population: int | None = None,
+    threads: int | None = None,
 ) -> BenchResult:
     """Run (or resume) the grid of ``config`` and write CSVs and a Markdown report to ``out_dir``.
-    threads: int | None = None,
 
     ``out_dir`` defaults to the config's ``output`` or ``runs/bench/<name>``. With ``resume``
     False every cell is recomputed (and the cache overwritten). ``executor`` (default: serial, in
@@ -544,11 +546,11 @@ def run_benchmark(
     out = Path(out_dir or cfg.output or Path("runs/bench") / cfg.name)
     executor = executor or SerialExecutor()
     data = load_from_spec(cfg.dataset)
-    threads = torch.get_num_threads()
-    start, commit = time.perf_counter(), git_commit()  # the code that runs: the checkout may change during a long run
     warning = gpu_recipe_warning(cfg.model, len(data.y_train), int(cfg.train.get("epochs", 1)), dev)
     if warning:
         print(warning, file=sys.stderr, flush=True)
+    threads = torch.get_num_threads()
+    start, commit = time.perf_counter(), git_commit()  # the code that runs: the checkout may change during a long run
     token, counts = uuid.uuid4().hex, [0, 0]
     if isinstance(executor, SerialExecutor):
         _POOLS[token] = ThreadPoolExecutor(measure_workers())

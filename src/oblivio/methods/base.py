@@ -31,6 +31,8 @@ class UnlearnData:
 
     ``forget_classes`` is set for class forgetting; ``backdoor_target`` for a backdoor.
     ``arch`` names the registered architecture (used by retrain) when known.
+    ``previously_forgotten``: samples deleted earlier in this model's lineage (already out of ``retain``);
+    a method may treat the union as what must look unseen (``dm`` does).
     """
 
     forget: TorchDataset
@@ -41,6 +43,7 @@ class UnlearnData:
     backdoor_target: int | None = None
     arch: str | None = None
     seed: int = 0
+    previously_forgotten: TorchDataset | None = None
 
 
 NOTHING_TO_FORGET = "nothing_to_forget"
