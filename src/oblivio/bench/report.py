@@ -426,8 +426,8 @@ def population_tables(result: BenchResult) -> list[tuple[str, list[str], list[li
     if result.config.members < 2:
         return []
     n = result.config.members
-    cols = ("KLoM", "KLoM_p95", "F", "score", "ULiRA_AUC", "avg_gap", "avg_gap_ci", "vs_best", "klom_vs_best",
-            "vs_noise", "time_ratio")
+    cols = ("KLoM", "KLoM_p95", "KLoM_retain", "KLoM_test", "F", "score", "ULiRA_AUC", "avg_gap", "avg_gap_ci",
+            "vs_best", "klom_vs_best", "vs_noise", "time_ratio")
     tables = []
     for name in result.config.scenarios:
         rows = sorted((r for r in result.summary if r["scenario"] == name and "KLoM_mean" in r),
@@ -436,7 +436,8 @@ def population_tables(result: BenchResult) -> list[tuple[str, list[str], list[li
             continue
         present = _present(rows, cols)
         title = (f"{name}: per-example verdict, {n} members per row x seeds {list(result.config.seeds)}, "
-                 f"against {n} gold retrains (lowest KLoM first)")
+                 f"against {n} gold retrains (lowest KLoM first; KLoM, F, U-LiRA on the forget set, KLoM retain / "
+                 "test on samples of its size)")
         tables.append((title, ["Method", *[LABELS.get(c, c) for c in present]],
                        [[_method_label(r), *[_fmt(r, c) for c in present]] for r in rows]))
     return tables
