@@ -94,7 +94,7 @@ def test_checkpoint_without_forget_split_is_refused(runs):
 def test_cli_exit_code_and_message_for_bad_input(runs):
     proc = subprocess.run([sys.executable, "-c", "from oblivio.cli import main; main()", "audit", "--checkpoint", str(runs / "missing.safetensors"), "--out", str(runs / "x")],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "error:" in proc.stdout and "checkpoint not found" in proc.stdout
+    assert proc.returncode == 2 and "error:" in proc.stderr and "checkpoint not found" in proc.stderr
 
 
 def test_render_html_without_retrained_or_lira(splits, original):
