@@ -44,5 +44,5 @@ def test_gpu_config_runs_end_to_end_when_shrunk(tmp_path):
     assert not result.errors, result.errors
     assert result.header["device"] == "cpu" and result.header["gpu"] is None
     methods = {r["method"] for r in result.runs}
-    assert methods == {"original", "retrain"} | set(cfg.methods)
+    assert methods == {"original", "retrain", "retrain (other seed)"} | set(cfg.methods)
     assert "device: cpu" in (tmp_path / "results.md").read_text()

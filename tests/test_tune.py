@@ -109,7 +109,7 @@ def test_bench_adds_tuned_rows_with_the_budget_and_header_accuracies(tmp_path):
     doc = TINY | {"scenarios": {"class": {"classes": [3]}}, "tune": {"trials": 2, "methods": ["ga"]}}
     result = run_benchmark(parse_config(doc), tmp_path / "out", progress=False)
     methods = [r["method"] for r in result.summary]
-    assert methods == ["original", "retrain", "ft", "ga", "ga (tuned, 2 trials)"]
+    assert methods == ["original", "retrain", "retrain (other seed)", "ft", "ga", "ga (tuned, 2 trials)"]
     assert (tmp_path / "out" / "tune.db").is_file()
     assert [(t["scenario"], t["method"], t["trials"]) for t in result.tuning] == [("class", "ga", 2)]
     md = (tmp_path / "out" / "results.md").read_text()
