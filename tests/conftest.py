@@ -1,6 +1,8 @@
 """Shared fixtures: digits data, one split per scenario and an original MLP per split (trained once per session)."""
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -39,3 +41,25 @@ def original(splits):
         return _MODELS[name]
 
     return get
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """Run ``oblivio ARGS`` in-process through ``main`` (one ``error:`` line and exit 2 on bad input) at 80
+    columns; returns (exit status, stdout, stderr). The torch thread count is restored afterwards."""
+    from oblivio.cli import main
+
+    def run(*args) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
+        monkeypatch.setenv("COLUMNS", "80")
+        threads, code = torch.get_num_threads(), 0
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code or 0
+        finally:
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

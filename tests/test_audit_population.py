@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from typer.testing import CliRunner
 from oblivio import OblivioError, RandomSubset, TrainConfig, make_split, retrain, train
 from oblivio.audit import LiraConfig, audit
 from oblivio.audit.reference_models import MAX_MEMBERS, Population, member_seed, per_example_test
-from oblivio.cli import app, main
+from oblivio.cli import app
 from oblivio.parallel import SerialExecutor
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -35,22 +34,6 @@ def invoke(*args):
     return result
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """``oblivio ARGS`` in-process through ``main`` (one ``error:`` line and exit 2 on bad input): code, stdout, stderr."""
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", "80")
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 # --- the statistics, on synthetic phis ------------------------------------------------------------------------

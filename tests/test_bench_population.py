@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -14,7 +13,6 @@ from oblivio.bench.config import NOISE_FLOOR
 from oblivio.bench.population import member_seed, other_seed
 from oblivio.bench.report import _warn_cumulative_collapse
 from oblivio.bench.significance import mark_ties, mean_ci
-from oblivio.cli import main
 from oblivio.errors import OblivioError
 from oblivio.methods.base import UnlearnResult
 
@@ -26,21 +24,6 @@ POPULATION = {
 }
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """``oblivio ARGS`` in-process through ``main``: (exit code, stdout + stderr)."""
-
-    def run(*args) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out + out.err
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +97,8 @@ def test_bad_population_is_refused(value):
 def test_cli_population_flag_overrides_and_is_checked(tmp_path, cli):
     config = tmp_path / "b.yaml"
     config.write_text(yaml.safe_dump(POPULATION | {"population": None}))
-    code, output = cli("bench", "--config", config, "--out", tmp_path / "o", "--population", "0", "--no-progress")
-    assert code == 2 and "--population must be an integer" in output
+    code, _, err = cli("bench", "--config", config, "--out", tmp_path / "o", "--population", "0", "--no-progress")
+    assert code == 2 and "--population must be an integer" in err
 
 
 # -- honest reporting ----------------------------------------------------------------------------------
@@ -144,15 +127,15 @@ def test_forgot_nothing_is_a_result_and_strict_makes_it_an_exit_status(tmp_path,
     config.write_text(yaml.safe_dump(TINY | {"scenarios": {"class": {"classes": [3]}},
                                             "methods": [{"ga": {"lr": 1e-7, "steps": 1}}]}))
     args = ["bench", "--config", config, "--out", tmp_path / "o", "--no-progress"]
-    code, output = cli(*args)
-    assert code == 0, output
-    assert "forgot nothing scenario class, method ga" in " ".join(output.split())
+    code, out, err = cli(*args)
+    assert code == 0, out + err
+    assert "forgot nothing scenario class, method ga" in " ".join(out.split())
     md = (tmp_path / "o" / "results.md").read_text()
     assert "ga (1 forgot nothing)" in md and "## Forgot nothing" in md and "did not fall" in md
     row = next(r for r in read_csv(tmp_path / "o" / "runs.csv") if r["method"] == "ga")
     float(row["avg_gap"])  # measured like any result
-    code, output = cli(*args, "--strict")
-    assert code == 2 and "1 cell(s) forgot nothing" in output
+    code, _, err = cli(*args, "--strict")
+    assert code == 2 and "1 cell(s) forgot nothing" in err
 
 
 def test_collapse_spread_over_sequential_requests_is_warned_against_the_first_model():

@@ -9,25 +9,8 @@ import sys
 import pytest
 import yaml
 
-from oblivio.cli import main
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``oblivio ARGS`` in-process through ``main``; return (exit code, stdout, stderr)."""
-
-    def run(*args: str) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", "80")
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -6,38 +6,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from oblivio.cli import main
 from oblivio.cli.app import default_threads
 from oblivio.device import gpu_recipe_warning
 
 COLUMNS = 80
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``oblivio ARGS`` in-process through ``main`` at 80 columns; (exit status, stdout, stderr)."""
-
-    def run(*args) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", str(COLUMNS))
-        threads, code = torch.get_num_threads(), 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        finally:
-            torch.set_num_threads(threads)
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
 
 
 def one_error(code: int, out: str, err: str, match: str) -> None:

@@ -2,31 +2,15 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 
 from oblivio.checkpoint import read_sidecar
-from oblivio.cli import main
 from oblivio.pipeline import split_with_lineage
 from oblivio.scenarios import ClassForget, RandomSubset
 
 
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    def run(*args) -> tuple[int, str]:
-        monkeypatch.setattr(sys, "argv", ["oblivio", *map(str, args)])
-        monkeypatch.setenv("COLUMNS", "80")
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        out = capsys.readouterr()
-        return code, out.out + out.err
-
-    return run
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +34,19 @@ def trained(tmp_path_factory):
 def test_a_second_request_keeps_the_first_out_of_the_retain_set(trained, cli, tmp_path):
     path, first, second = trained
     one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
-    code, out = cli("forget", "--checkpoint", path, "--out", one, "--scenario", "random", "--indices",
+    code, out, err = cli("forget", "--checkpoint", path, "--out", one, "--scenario", "random", "--indices",
                     ",".join(map(str, first)), "--method", "ft")
-    assert code == 0, out
-    code, out = cli("forget", "--checkpoint", one, "--out", two, "--scenario", "random", "--indices",
+    assert code == 0, out + err
+    code, out, err = cli("forget", "--checkpoint", one, "--out", two, "--scenario", "random", "--indices",
                     ",".join(map(str, second)), "--method", "dm")
-    assert code == 0, out
-    assert "20 forgotten earlier in this model's lineage stay out of the retain set" in " ".join(out.split())
+    assert code == 0, out + err
+    assert "20 forgotten earlier in this model's lineage stay out of the retain set" in " ".join(err.split())
     record = read_sidecar(two)["extra"]["unlearning"]
     assert record["forgotten"] == sorted(first + second)
     assert record["info"]["lineage_samples"] == 20 and "underpowered" not in record["info"]  # 32 in all: a set
-    code, out = cli("forget", "--checkpoint", two, "--out", tmp_path / "three.safetensors", "--scenario", "random",
-                    "--indices", ",".join(map(str, first[:3])))
-    assert code == 2 and "already forgotten by this checkpoint's lineage" in out
+    code, _, err = cli("forget", "--checkpoint", two, "--out", tmp_path / "three.safetensors", "--scenario", "random",
+                       "--indices", ",".join(map(str, first[:3])))
+    assert code == 2 and "already forgotten by this checkpoint's lineage" in err
 
 
 def test_lineage_split_of_a_class_request_leaves_earlier_samples_out(trained, cli, tmp_path):
