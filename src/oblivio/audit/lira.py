@@ -102,6 +102,24 @@ def _shadow_phis(split: Split, reference: TensorDataset, members: np.ndarray, co
     return phi_forget, phi_reference, time.perf_counter() - start
 
 
+def train_for_phis(split: Split, reference: Reference, train_idx: list[np.ndarray], config: LiraConfig,
+                   seeds: list[int], executor: Executor | None, on_done: Callable[[int, object], None] | None,
+                   what: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Train one model per index set (``train_idx[k]`` with ``seeds[k]``) through ``executor``; their phis on the
+    forget and reference samples ((K, F), (K, R)) and the mean seconds per model. ``what`` names a failed model."""
+    executor = executor or SerialExecutor()
+    shared_split, shared_reference = executor.share(split), executor.share(reference.data)
+    tasks = [Task((shared_split, shared_reference, idx, config, s)) for idx, s in zip(train_idx, seeds)]
+    results = executor.map(_shadow_phis, tasks, on_done, num_cpus=1, num_gpus=executor.gpus())
+    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
+    if failed is not None:
+        if isinstance(failed.exception, OblivioError):
+            raise failed.exception
+        raise OblivioError(f"{what} failed: {failed.error}") from failed.exception
+    phi_forget, phi_reference, times = zip(*results)
+    return np.stack(phi_forget), np.stack(phi_reference), float(np.mean(times))
+
+
 def train_shadows(
     split: Split,
     n_shadows: int = 8,
@@ -130,20 +148,11 @@ def train_shadows(
     else:
         reference_in = np.zeros((n_shadows, len(reference.data)), dtype=bool)
 
-    executor = executor or SerialExecutor()
-    shared_split, shared_reference = executor.share(split), executor.share(reference.data)
     seeds = [int(np.random.default_rng([seed, 13, k]).integers(2**31)) for k in range(n_shadows)]
-    tasks = [Task((shared_split, shared_reference, pool[keep[k]], config, seeds[k])) for k in range(n_shadows)]
-    results = executor.map(_shadow_phis, tasks, on_done, num_cpus=1, num_gpus=executor.gpus())
-    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
-    if failed is not None:
-        if isinstance(failed.exception, OblivioError):
-            raise failed.exception
-        raise OblivioError(f"LiRA: a shadow model failed: {failed.error}") from failed.exception
-    phi_forget, phi_reference, times = zip(*results)
-    seconds = float(np.mean(times))
+    phi_forget, phi_reference, seconds = train_for_phis(split, reference, [pool[keep[k]] for k in range(n_shadows)],
+                                                        config, seeds, executor, on_done, "LiRA: a shadow model")
     n = len(split.forget_idx)  # one fit over forget + reference, so a pooled variance is shared by both
-    phi = np.concatenate([np.stack(phi_forget), np.stack(phi_reference)], axis=1)
+    phi = np.concatenate([phi_forget, phi_reference], axis=1)
     mu, sd = _out_stats(phi, ~np.concatenate([forget_in, reference_in], axis=1), config.fix_variance)
     return Shadows(mu[:n], sd[:n], mu[n:], sd[n:], n_shadows, seconds, config)
 

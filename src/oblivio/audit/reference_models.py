@@ -43,9 +43,9 @@ import numpy as np
 from scipy.stats import false_discovery_control, norm
 
 from ..errors import OblivioError
-from ..parallel import Executor, SerialExecutor, Task, TaskFailed
+from ..parallel import Executor
 from ..scenarios import Split
-from .lira import LiraConfig, _out_stats, _shadow_phis
+from .lira import LiraConfig, _out_stats, train_for_phis
 from .metrics import Reference, reference_set
 
 MAX_MEMBERS = 256
@@ -102,19 +102,10 @@ def train_population(
     check_members(n_members)
     config = config or LiraConfig()
     reference = reference or reference_set(split)
-    executor = executor or SerialExecutor()
-    shared_split, shared_reference = executor.share(split), executor.share(reference.data)
     seeds = [member_seed(seed, m) for m in range(n_members)]
-    retain = split.retain_idx
-    tasks = [Task((shared_split, shared_reference, retain, config, s)) for s in seeds]
-    results = executor.map(_shadow_phis, tasks, on_done, num_cpus=1, num_gpus=executor.gpus())
-    failed = next((r for r in results if isinstance(r, TaskFailed)), None)
-    if failed is not None:
-        if isinstance(failed.exception, OblivioError):
-            raise failed.exception
-        raise OblivioError(f"population: a retrained model failed: {failed.error}") from failed.exception
-    phi_forget, phi_reference, times = zip(*results)
-    return Population(np.stack(phi_forget), np.stack(phi_reference), float(np.mean(times)), config, seeds)
+    phi_forget, phi_reference, seconds = train_for_phis(split, reference, [split.retain_idx] * n_members, config,
+                                                        seeds, executor, on_done, "population: a retrained model")
+    return Population(phi_forget, phi_reference, seconds, config, seeds)
 
 
 def fit(phi: np.ndarray, fix_variance: bool = True) -> tuple[np.ndarray, np.ndarray]:
