@@ -1,8 +1,10 @@
 """``oblivio requests``: file deletion requests, process them as one batch, export deletion certificates.
 
-The ledger lives in a database: ``--db`` (a SQLAlchemy URL or a SQLite file), else
-``$OBLIVIO_DB_URL``, else ``oblivio.db`` in the working directory. SQLAlchemy and Alembic are
-imported only when one of these commands runs.
+The ledger lives in a database: ``--db`` (a SQLite file, or a SQLAlchemy URL without a
+password), else ``$OBLIVIO_DB_URL``, else the file ``$OBLIVIO_DB_URL_FILE`` names, else
+``oblivio.db`` in the working directory. SQLAlchemy and Alembic are imported only when one of
+these commands runs. Text that filers wrote (references, reasons) is printed as plain text:
+never read as Rich markup, control characters shown escaped.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Optional
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import OblivioError
 from .app import app, console
@@ -20,7 +23,28 @@ from .forget import parse_ints, parse_options
 requests_app = typer.Typer(help="Deletion requests as records: add, list, show, process, export.", no_args_is_help=True)
 app.add_typer(requests_app, name="requests")
 
-DB_HELP = "ledger database: SQLAlchemy URL or SQLite file (default $OBLIVIO_DB_URL, else ./oblivio.db)"
+DB_HELP = ("ledger database: SQLite file or SQLAlchemy URL without a password (default $OBLIVIO_DB_URL, "
+           "else the URL in the file $OBLIVIO_DB_URL_FILE, else ./oblivio.db)")
+
+
+def db_url(db: Optional[str]) -> Optional[str]:
+    """``--db``, refused when it carries a password (the process list shows command lines to every user)."""
+    from ..ledger.db import check_cli_url
+
+    return check_cli_url(db)
+
+
+def plain(value: object) -> str:
+    """User text made safe for a terminal: control and other non-printable characters shown escaped."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def say(*parts: object) -> None:
+    """Print ``parts`` as plain text (no Rich markup is interpreted in them)."""
+    console.print(Text("".join(plain(p) for p in parts)), highlight=False)
 
 
 @requests_app.command("register")
@@ -31,8 +55,8 @@ def register(
     """Record a checkpoint as a model version, so the API can take requests for it by its weights' SHA-256."""
     from ..ledger.workflow import register_model
 
-    v = register_model(checkpoint, db=db)
-    console.print(f"model version {v['id']}: weights sha256 {v['weights_sha256']} ({v['checkpoint']})", highlight=False)
+    v = register_model(checkpoint, db=db_url(db))
+    say(f"model version {v['id']}: weights sha256 {v['weights_sha256']} ({v['checkpoint']})")
 
 
 @requests_app.command("add")
@@ -50,11 +74,10 @@ def add(
 
     request, created = add_request(
         ref, checkpoint=checkpoint, scenario=scenario, indices=parse_ints(indices, "--indices") if indices else None,
-        classes=parse_ints(classes, "--classes") if classes else None, reason=reason, db=db,
+        classes=parse_ints(classes, "--classes") if classes else None, reason=reason, db=db_url(db),
     )
     word = "filed" if created else "already filed"
-    console.print(f"request {request['id']} ({request['external_ref']}) {word}: {request['samples']} sample(s), "
-                  f"status {request['status']}", highlight=False)
+    say(f"request {request['id']} ({request['external_ref']}) {word}: {request['samples']} sample(s), status {request['status']}")
 
 
 @requests_app.command("list")
@@ -64,12 +87,9 @@ def list_(
     db: Optional[str] = typer.Option(None, help=DB_HELP),
 ) -> None:
     """List requests, oldest first."""
-    from ..ledger.models import REQUEST_STATES
     from ..ledger.workflow import list_requests
 
-    if status is not None and status not in REQUEST_STATES:
-        raise OblivioError(f"unknown status {status!r}; choose one of {', '.join(REQUEST_STATES)}")
-    rows = list_requests(status, db=db)
+    rows = list_requests(status, db=db_url(db))
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -79,20 +99,28 @@ def list_(
     for r in rows:
         sc = r["scenario"]
         what = sc["kind"] + (f" {sc['classes']}" if sc["kind"] == "class" else "")
-        table.add_row(str(r["id"]), r["external_ref"], r["status"], what, str(r["samples"]), str(r["model_version"]),
-                      str(r["run_id"] or "-"), r["received_at"][:19])
+        cells = (r["id"], r["external_ref"], r["status"], what, r["samples"], r["model_version"], r["run_id"] or "-",
+                 r["received_at"][:19])
+        table.add_row(*(Text(plain(c)) for c in cells))  # Text: never parsed as markup
     console.print(table)
+
+
+def _one(ref: Optional[str], request_id: Optional[int]) -> None:
+    if (ref is None) == (request_id is None):
+        raise OblivioError("name the request by its external reference or by --id, not both")
 
 
 @requests_app.command("show")
 def show(
-    key: str = typer.Argument(..., help="request id or external reference"),
+    ref: Optional[str] = typer.Argument(None, help="the request's external reference"),
+    request_id: Optional[int] = typer.Option(None, "--id", help="the request's id instead (ids and references never mix)"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
 ) -> None:
     """A request with its samples and status history, as JSON."""
     from ..ledger.workflow import get_request
 
-    print(json.dumps(get_request(key, db=db), indent=2))
+    _one(ref, request_id)
+    print(json.dumps(get_request(ref, db=db_url(db), request_id=request_id), indent=2))
 
 
 @requests_app.command("process")
@@ -109,14 +137,15 @@ def process(
     from ..ledger.workflow import process as run_process
 
     run = run_process(checkpoint, method=method, options=parse_options(set_), seed=seed, out_dir=out_dir,
-                      retry_failed=retry_failed, db=db, log=lambda m: console.print(f"[dim]{m}[/]", highlight=False))
+                      retry_failed=retry_failed, db=db_url(db), log=lambda m: console.print(Text(plain(m), style="dim")))
     if run is None:
         console.print("no pending requests for this model")
         return
     style = {"closed": "bold green", "failed": "bold red"}.get(run["status"], "bold")
-    console.print(f"run {run['id']} [{style}]{run['status']}[/]: {len(run['requests'])} request(s), {run['method']} "
-                  f"{run['seconds']:.2f} s, verdict {run['verdict']}: {run['headline']}", highlight=False)
-    console.print(f"wrote {run['checkpoint']} and {run['report']}/", highlight=False)
+    console.print(Text.assemble(f"run {run['id']} ", (run["status"], style),
+                                plain(f": {len(run['requests'])} request(s), {run['method']} {run['seconds']:.2f} s, "
+                                      f"verdict {run['verdict']}: {run['headline']}")), highlight=False)
+    say(f"wrote {run['checkpoint']} and {run['report']}/")
     if run["output_version"] == run["input_version"]:
         console.print("note: the weights did not change (the method found the samples already indistinguishable "
                       "from unseen data); the audit above measured the same", highlight=False)
@@ -126,14 +155,18 @@ def process(
 
 @requests_app.command("export")
 def export(
-    key: str = typer.Argument(..., help="request id or external reference"),
+    ref: Optional[str] = typer.Argument(None, help="the request's external reference"),
+    request_id: Optional[int] = typer.Option(None, "--id", help="the request's id instead"),
     out: Optional[Path] = typer.Option(None, help="certificate file (default: certificate-<id>.json)"),
+    root: Optional[Path] = typer.Option(None, help="folder the certificate's file paths are relative to (default: here)"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
 ) -> None:
     """Write a JSON deletion certificate for a closed request (hashes a third party can check)."""
     from ..ledger.workflow import certificate, write_certificate
 
+    _one(ref, request_id)
+    db = db_url(db)
     if out is None:
-        out = Path(f"certificate-{certificate(key, db=db)['request']['id']}.json")
-    path = write_certificate(key, out, db=db)
-    console.print(f"wrote {path}", highlight=False)
+        out = Path(f"certificate-{certificate(ref, db=db, request_id=request_id)['request']['id']}.json")
+    path = write_certificate(ref, out, db=db, request_id=request_id, root=root)
+    say(f"wrote {path}")

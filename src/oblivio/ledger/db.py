@@ -1,7 +1,11 @@
 """Engine and sessions for the ledger database, and its Alembic migrations applied on first use.
 
-The URL comes from ``--db`` (a SQLAlchemy URL or a plain file path for SQLite), else the
-``OBLIVIO_DB_URL`` environment variable, else ``sqlite:///oblivio.db`` in the working directory.
+The URL comes from ``--db`` (a SQLAlchemy URL without a password, or a plain file path for
+SQLite), else the ``OBLIVIO_DB_URL`` environment variable, else the first line of the file named by
+``OBLIVIO_DB_URL_FILE``, else ``sqlite:///oblivio.db`` in the working directory. A URL holding a
+password never goes on a command line (the process list shows it to every user).
+A SQLite ledger and its -wal/-shm files are created readable by their owner only (0600), whatever
+the umask: they hold reasons and sample hashes.
 SQLite runs in WAL mode and takes its write lock at the start of each transaction
 (``BEGIN IMMEDIATE``), so concurrent processes queue instead of failing with "database is locked".
 """
@@ -21,8 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from ..errors import OblivioError
 
 DB_ENV = "OBLIVIO_DB_URL"
+DB_FILE_ENV = "OBLIVIO_DB_URL_FILE"
 DEFAULT_URL = "sqlite:///oblivio.db"
-HEAD = "0001"  # newest migration; tests check it matches the scripts in migrations/versions
+HEAD = "0002"  # newest migration; tests check it matches the scripts in migrations/versions
 SQLITE_TIMEOUT_S = 60.0
 
 _lock = threading.Lock()
@@ -30,9 +35,25 @@ _engines: dict[str, Engine] = {}
 _migrated: set[str] = set()
 
 
+def _url_from_file() -> str | None:
+    path = os.environ.get(DB_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            value = f.readline().strip()
+    except OSError as e:
+        raise OblivioError(f"cannot read ${DB_FILE_ENV} {path}: {e.strerror}") from None
+    if not value:
+        raise OblivioError(f"${DB_FILE_ENV} {path} is empty")
+    return value
+
+
 def resolve_url(db: str | None = None) -> str:
-    """``db`` (URL or SQLite file path), else $OBLIVIO_DB_URL, else ``sqlite:///oblivio.db``."""
-    value = db or os.environ.get(DB_ENV) or DEFAULT_URL
+    """``db`` (URL or SQLite file path), else $OBLIVIO_DB_URL, else the file $OBLIVIO_DB_URL_FILE names, else ``sqlite:///oblivio.db``."""
+    value = db or os.environ.get(DB_ENV) or _url_from_file() or DEFAULT_URL
+    if "\x00" in value:
+        raise OblivioError("the database URL contains a NUL character")
     if "://" not in value:
         value = f"sqlite:///{value}"
     try:
@@ -42,6 +63,37 @@ def resolve_url(db: str | None = None) -> str:
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise OblivioError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
     return value
+
+
+def check_cli_url(db: str | None) -> str | None:
+    """``--db`` as given on a command line: refused when it carries a password (visible in the process list)."""
+    if db and "://" in db:
+        try:
+            password = make_url(db).password
+        except ArgumentError:
+            raise OblivioError(f"not a database URL: {db.split('://')[0]}://...") from None
+        if password:
+            raise OblivioError(f"--db holds a password, which every user can read in the process list; put the URL in "
+                               f"${DB_ENV} or in a file named by ${DB_FILE_ENV}")
+    return db
+
+
+PRIVATE = 0o600
+
+
+def private_sqlite_file(path: str) -> None:
+    """Create the SQLite file 0600 (its -wal and -shm files inherit its mode) and tighten existing ones we own."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE))
+    except FileExistsError:
+        pass
+    for p in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            st = os.stat(p)
+            if st.st_uid == os.geteuid() and st.st_mode & 0o077:
+                os.chmod(p, PRIVATE)
+        except OSError:
+            continue
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -71,6 +123,7 @@ def get_engine(db: str | None = None) -> Engine:
                     parent = os.path.dirname(os.path.abspath(parsed.database))
                     if not os.path.isdir(parent):
                         raise OblivioError(f"database folder does not exist: {parent}")
+                    private_sqlite_file(os.path.abspath(parsed.database))
                 engine = create_engine(url, connect_args={"timeout": SQLITE_TIMEOUT_S})
                 _sqlite_setup(engine)
             else:

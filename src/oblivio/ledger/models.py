@@ -2,14 +2,15 @@
 
 A *request* names samples of one model version's training set; ``process`` gathers pending
 requests into an *unlearning run* (one batch), which produces a new *model version* and an
-*audit*. Every status change of a request is appended to ``status_history``.
+*audit*. Every status change of a request is appended to ``status_history``. A scheduled run is
+claimed by one worker at a time through a lease (``claimed_by``, ``lease_until``).
 """
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Integer, String, Text, TypeDecorator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text, TypeDecorator, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Request states, in order; ``failed`` can follow any of the first four.
@@ -115,6 +116,16 @@ class UnlearningRun(Base):
     error: Mapped[Optional[str]] = mapped_column(Text)
     scheduled_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[Optional[datetime]]
+    # Who works on a scheduled run, and until when: a worker renews its lease while it runs; a run
+    # whose lease ran out (its worker was killed) is taken over by the next worker (migration 0002).
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(64))
+    lease_until: Mapped[Optional[datetime]]
+
+    # At most one run in flight per input model, so a model version never gets two children.
+    __table_args__ = (
+        Index("ix_unlearning_run_one_scheduled", "input_version_id", unique=True,
+              sqlite_where=text("status = 'scheduled'"), postgresql_where=text("status = 'scheduled'")),
+    )
 
     input_version: Mapped[ModelVersion] = relationship(foreign_keys=[input_version_id])
     output_version: Mapped[Optional[ModelVersion]] = relationship(foreign_keys=[output_version_id])
