@@ -289,5 +289,18 @@ def corpus_spec(corpus: Corpus) -> dict:
             "n_perturbed": len(corpus.facts[0].perturbed) if corpus.facts else 3}
 
 
+def with_paraphrases(qas: list[QA]) -> list[QA]:
+    """Each QA and, for author facts, a copy answered in the paraphrased wording: the text a model trains on
+    and forgets. Departure from TOFU, where a pretrained LLM already generalises across wordings: a tiny model
+    trained on one wording does not, and the truth ratio (paraphrased vs perturbed, both in the paraphrase's
+    wording) would then measure unfamiliar wording rather than knowledge of the fact."""
+    out = []
+    for qa in qas:
+        out.append(qa)
+        if qa.author is not None and qa.paraphrased != qa.answer:
+            out.append(QA(qa.author, qa.attribute, qa.question, qa.paraphrased, qa.paraphrased, qa.perturbed))
+    return out
+
+
 def as_dict(qa: QA) -> dict:
     return asdict(qa)

@@ -32,6 +32,15 @@ class LMUnlearnData:
     train: TrainConfig | None = None
     model_spec: dict | None = None  # {"arch": ..., "config": ...}
 
+    @classmethod
+    def from_splits(cls, tokenizer: LMTokenizer, splits, seed: int = 0, train: TrainConfig | None = None,
+                    model_spec: dict | None = None) -> "LMUnlearnData":
+        """The data of ``splits`` in both wordings (``with_paraphrases``: what the model was trained on)."""
+        from ..data import with_paraphrases
+
+        return cls(tokenizer, with_paraphrases(splits.qa("forget")), with_paraphrases(splits.qa("retain")),
+                   splits.qa("world"), with_paraphrases(splits.qa("reference")), seed, train, model_spec)
+
 
 @dataclass
 class LMResult:
