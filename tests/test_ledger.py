@@ -388,3 +388,17 @@ def test_db_url_resolution_and_migration_head(tmp_path, monkeypatch):
     ledger_db.migrate(engine)
     assert ledger_db.current_revision(engine) == ledger_db.HEAD
     ledger_db.dispose_all()
+
+
+def test_a_later_batch_counts_the_lineage_earlier_deletions_for_dm(db_url, checkpoint, pool, tmp_path):
+    """What earlier batches forgot is handed to the method (dm tests and matches the union), not only kept out of
+    the retain set."""
+    from oblivio.checkpoint import read_sidecar
+
+    workflow.add_request("L-1", checkpoint=checkpoint, indices=[int(i) for i in pool[30:50]], db=db_url)
+    first = workflow.process(checkpoint, method="dm", out_dir=tmp_path, db=db_url)
+    workflow.add_request("L-2", checkpoint=first["checkpoint"], indices=[int(i) for i in pool[50:60]], db=db_url)
+    second = workflow.process(first["checkpoint"], method="dm", out_dir=tmp_path, db=db_url)
+    info = read_sidecar(second["checkpoint"])["extra"]["unlearning"]["info"]
+    assert info["lineage_samples"] == 20 and "underpowered" not in info, info  # 30 samples in all: tested as a set
+    assert "lineage_samples" not in read_sidecar(first["checkpoint"])["extra"]["unlearning"]["info"]

@@ -119,14 +119,9 @@ def _batch_scenario(specs: list[dict]):
 
 def forgotten_before(meta: dict) -> list[int]:
     """Training-set indices the model behind ``meta`` already forgot (by the ledger, or by 'oblivio forget')."""
-    from ..pipeline import split_for_checkpoint
+    from ..pipeline import forgotten_before as recorded
 
-    ledger = (meta.get("extra") or {}).get("ledger") or {}
-    if "forgotten" in ledger:
-        return list(ledger["forgotten"])
-    if meta.get("split"):
-        return split_for_checkpoint(meta)[1].forget_idx.tolist()
-    return []
+    return recorded(meta).tolist()
 
 
 def _owned_output(path: Path, stamp: dict) -> bool | None:
@@ -170,7 +165,8 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     # The sidecar keeps the standard split of this batch (so 'oblivio audit' can rebuild it).
     previous = np.asarray(forgotten_before(meta), dtype=np.int64)
     recorded_split = split.spec()
-    split.pool_idx = np.setdiff1d(split.pool_idx, np.setdiff1d(previous, split.forget_idx))
+    earlier = np.setdiff1d(previous, split.forget_idx)
+    split.pool_idx = np.setdiff1d(split.pool_idx, earlier)
     forgotten = sorted(set(previous.tolist()) | set(split.forget_idx.tolist()))
     out = Path(job["output_path"])
     stamp = {"run": job["run_id"], "input_sha256": meta["weights_sha256"], "requests": sorted(r["external_ref"] for r in job["requests"]),
@@ -185,8 +181,10 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     else:
         # verify=False: the ledger's own gate is the audit below (a batch closes only when it passes,
         # and a failed audit is recorded as such), stronger than unlearn's no-op check
+        # the lineage's earlier deletions must look unseen too (dm tests and matches the union)
         result = unlearn(model, split=split, method=job["method"], arch=meta.get("arch"), seed=job["seed"],
-                         verify=False, **job["options"])
+                         verify=False, previously_forgotten=split.subset(earlier) if earlier.size else None,
+                         **job["options"])
         crash_point("unlearned")
         record = {"method": result.method, "config": json_safe(result.config), "seconds": result.seconds,
                   "info": json_safe(result.info), "original": {"path": meta["path"], "model_hash": meta["model_hash"]}}
