@@ -1,25 +1,30 @@
-"""Ledger throughput on this machine (loopback only): requests/second for `add` through the HTTP API
-and through the CLI, and the latency of `process` for a 10-request batch on digits.
+"""Ledger throughput on this machine (loopback only): requests/s and latency of filing through the HTTP API.
 
-    python benchmarks/ledger_throughput.py --api-requests 200 --cli-requests 10 [--db postgresql+psycopg://...]
+    python benchmarks/ledger_throughput.py [--clients 8,32,128] [--requests 2000] [--server-workers 2]
+    OBLIVIO_BENCH_PG_URL=postgresql+psycopg://user:pw@127.0.0.1/db python benchmarks/ledger_throughput.py   # adds PostgreSQL
 
-Trains a small MLP on digits into a temporary folder, serves the API with `oblivio serve` (a real
-uvicorn subprocess on 127.0.0.1) and prints a JSON summary plus a Markdown table row.
+Trains a small MLP on digits into a temporary folder, registers it, then for each database (a fresh
+SQLite file; a fresh schema in $OBLIVIO_BENCH_PG_URL's database when set) starts a real
+`oblivio serve` (uvicorn subprocesses on 127.0.0.1; the URL and token go through the environment)
+and files ``--requests`` distinct requests from 8, 32 and 128 concurrent keep-alive clients
+(asyncio + httpx in this process, on the same cores as the server). Every reply must be a 201 and
+every request must be in the database exactly once. Prints JSON and a Markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
 import secrets
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import uuid
 from pathlib import Path
 
 import httpx
@@ -40,97 +45,130 @@ def run(*args: str, env: dict | None = None) -> str:
     return proc.stdout
 
 
+def serve_help() -> str:
+    return subprocess.run([*OBLIVIO, "serve", "--help"], capture_output=True, text=True).stdout
+
+
+def start_server(db: str, token: str, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    args = [*OBLIVIO, "serve", "--port", str(port), "--log-level", "warning"]
+    if workers > 1:
+        args += ["--workers", str(workers)]
+    env = os.environ | {"OBLIVIO_DB_URL": db, "OBLIVIO_API_TOKEN": token}
+    server = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return server, base
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline or server.poll() is not None:
+            raise SystemExit(f"oblivio serve did not start: {server.stderr.read() if server.poll() is not None else ''}")
+        time.sleep(0.2)
+
+
+async def load(base: str, token: str, body, n: int, clients: int) -> dict:
+    """``n`` POSTs from ``clients`` concurrent keep-alive connections; latencies in ms."""
+    latencies: list[float] = []
+    codes: dict[int, int] = {}
+    queue = iter(range(n))
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120, limits=limits) as c:
+        async def client() -> None:
+            for i in queue:
+                t = time.perf_counter()
+                r = await c.post("/requests", json=body(i))
+                latencies.append(1000 * (time.perf_counter() - t))
+                codes[r.status_code] = codes.get(r.status_code, 0) + 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        elapsed = time.perf_counter() - t0
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"clients": clients, "requests": n, "seconds": round(elapsed, 2), "per_s": round(n / elapsed, 1),
+            "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1), "max_ms": round(max(latencies), 1), "codes": codes}
+
+
+def pg_schema_url(base: str) -> tuple[str, str]:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return make_url(base).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False), schema
+
+
+def count_requests(db: str) -> tuple[int, int]:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        total = conn.execute(text("SELECT count(*) FROM request")).scalar()
+        distinct = conn.execute(text("SELECT count(DISTINCT external_ref) FROM request")).scalar()
+    engine.dispose()
+    return total, distinct
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--api-requests", type=int, default=200)
-    ap.add_argument("--api-clients", type=int, default=4, help="concurrent HTTP clients")
-    ap.add_argument("--cli-requests", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=10, help="requests in the processed batch")
-    ap.add_argument("--method", default="dm")
-    ap.add_argument("--db", default=None, help="ledger URL (default: a fresh SQLite file); must be empty")
+    ap.add_argument("--clients", default="8,32,128", help="comma-separated numbers of concurrent clients")
+    ap.add_argument("--requests", type=int, default=2000, help="requests filed per client count")
+    ap.add_argument("--server-workers", type=int, default=2, help="oblivio serve --workers (1 where unsupported)")
+    ap.add_argument("--label", default="", help="a name for this code version in the table (e.g. a commit)")
     args = ap.parse_args()
 
-    from oblivio.ledger import workflow
-    from oblivio.pipeline import split_for_request
     from oblivio.checkpoint import read_sidecar
+    from oblivio.pipeline import split_for_request
     from oblivio.scenarios import RandomSubset
 
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
-    db = args.db or f"sqlite:///{tmp / 'ledger.db'}"
     ckpt = tmp / "model.safetensors"
     run("train", "--epochs", "20", "--no-progress", "--out", str(ckpt))
     _, split = split_for_request(read_sidecar(ckpt), RandomSubset(count=1))
     pool = split.pool_idx.tolist()
-    version = workflow.register_model(ckpt, db=db)
-    results: dict = {"machine": f"{platform.node()} {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
-                     "python": platform.python_version(), "db": db.split(":")[0]}
+    workers = args.server_workers if "--workers" in serve_help() else 1
+    token = secrets.token_hex(32)
+    dbs = [("sqlite", f"sqlite:///{tmp / 'ledger.db'}", None)]
+    if os.environ.get("OBLIVIO_BENCH_PG_URL"):
+        dbs.append(("postgresql", *pg_schema_url(os.environ["OBLIVIO_BENCH_PG_URL"])))
+    results = {"machine": f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
+               "python": platform.python_version(), "server_workers": workers, "label": args.label, "rows": []}
+    for name, db, _schema in dbs:
+        env = os.environ | {"OBLIVIO_DB_URL": db}
+        sha = json.loads(subprocess.run([sys.executable, "-c", (
+            "import json,sys; from oblivio.ledger import register_model; "
+            f"print(json.dumps(register_model({str(ckpt)!r})))")], capture_output=True, text=True, env=env, check=True).stdout)["weights_sha256"]
+        server, base = start_server(db, token, workers)
+        try:
+            asyncio.run(load(base, token, lambda i: {"external_ref": f"warm-{i}", "model_sha256": sha, "indices": [pool[i % len(pool)]]},
+                             50, 4))
+            for clients in (int(c) for c in args.clients.split(",")):
+                tag = f"c{clients}"
 
-    # API: a real `oblivio serve` subprocess
-    token = secrets.token_hex(16)
-    port = free_port()
-    server = subprocess.Popen([*OBLIVIO, "serve", "--port", str(port), "--db", db, "--log-level", "warning"],
-                              env=os.environ | {"OBLIVIO_API_TOKEN": token})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise SystemExit("oblivio serve did not start")
-            time.sleep(0.2)
-        headers = {"Authorization": f"Bearer {token}"}
-        n = args.api_requests
+                def body(i: int, tag=tag) -> dict:
+                    return {"external_ref": f"{tag}-{i}", "model_sha256": sha, "indices": [pool[i % len(pool)]]}
 
-        local = threading.local()
-
-        def file(i: int) -> int:  # one keep-alive connection per client thread
-            if not hasattr(local, "client"):
-                local.client = httpx.Client(base_url=base, headers=headers, timeout=60)
-            c = local.client
-            return c.post("/requests", json={"external_ref": f"api-{i}", "model_sha256": version["weights_sha256"],
-                                         "indices": [pool[i % len(pool)]]}).status_code
-
-        with httpx.Client(base_url=base, headers=headers, timeout=60) as c:  # sequential, one connection
-            t = time.perf_counter()
-            codes = [c.post("/requests", json={"external_ref": f"seq-{i}", "model_sha256": version["weights_sha256"],
-                                               "indices": [pool[i % len(pool)]]}).status_code for i in range(n)]
-            results["api_add_per_s_sequential"] = n / (time.perf_counter() - t)
-        assert set(codes) == {201}, codes
-        t = time.perf_counter()
-        with ThreadPoolExecutor(args.api_clients) as ex:
-            codes = list(ex.map(file, range(n)))
-        results[f"api_add_per_s_{args.api_clients}_clients"] = n / (time.perf_counter() - t)
-        assert set(codes) == {201}, codes
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-    # CLI: one `oblivio requests add` process per request (interpreter + imports each time)
-    t = time.perf_counter()
-    for i in range(args.cli_requests):
-        run("requests", "add", "--ref", f"cli-{i}", "--checkpoint", str(ckpt), "--indices", str(pool[i]), "--db", db)
-    results["cli_add_per_s"] = args.cli_requests / (time.perf_counter() - t)
-
-    # process: a fresh model version with exactly `batch` pending requests
-    ckpt2 = tmp / "model2.safetensors"
-    run("train", "--epochs", "20", "--no-progress", "--seed", "1", "--out", str(ckpt2))
-    _, split2 = split_for_request(read_sidecar(ckpt2), RandomSubset(count=1))
-    for i in range(args.batch):
-        workflow.add_request(f"batch-{i}", checkpoint=ckpt2, indices=[split2.pool_idx[10 * i]], db=db)
-    t = time.perf_counter()
-    done = workflow.process(ckpt2, method=args.method, out_dir=tmp / "out", db=db)
-    results["process_seconds"] = time.perf_counter() - t
-    results["process_method_seconds"] = done["seconds"]
-    results["process_status"] = f"{done['status']} ({done['verdict']})"
-    results["batch"] = args.batch
-    results["method"] = args.method
+                row = asyncio.run(load(base, token, body, args.requests, clients)) | {"db": name}
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                assert set(row["codes"]) == {201}, row["codes"]
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+        total, distinct = count_requests(db)
+        expected = 50 + args.requests * len(args.clients.split(","))
+        assert total == distinct == expected, (total, distinct, expected)  # every 201 in the database exactly once
     print(json.dumps(results, indent=2))
-    print(f"| {results['db']} | {results['api_add_per_s_sequential']:.0f} | {results[f'api_add_per_s_{args.api_clients}_clients']:.0f} "
-          f"| {results['cli_add_per_s']:.2f} | {results['process_seconds']:.2f} ({args.method} {results['process_method_seconds']:.2f}) |")
+    print(f"\n{results['machine']}; python {results['python']}; oblivio serve --workers {workers}; {args.label}\n")
+    print("| database | clients | requests/s | p50 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in results["rows"]:
+        print(f"| {r['db']} | {r['clients']} | {r['per_s']:.0f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | {r['max_ms']:.0f} |")
 
 
 if __name__ == "__main__":

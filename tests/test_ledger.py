@@ -402,3 +402,175 @@ def test_a_later_batch_counts_the_lineage_earlier_deletions_for_dm(db_url, check
     info = read_sidecar(second["checkpoint"])["extra"]["unlearning"]["info"]
     assert info["lineage_samples"] == 20 and "underpowered" not in info, info  # 30 samples in all: tested as a set
     assert "lineage_samples" not in read_sidecar(first["checkpoint"])["extra"]["unlearning"]["info"]
+
+
+# ---------------------------------------------------------------- issue 26: privacy, names, leases, workers
+
+
+def test_migration_0002_adds_leases_and_one_scheduled_run_per_model(db_url, checkpoint, pool):
+    """0001 -> 0002 on a database holding a scheduled run; the index refuses a second one; 0002 -> 0001 works."""
+    from sqlalchemy.exc import IntegrityError
+
+    engine = ledger_db.get_engine(db_url)
+    ledger_db.downgrade(engine, "0001")
+    assert ledger_db.current_revision(engine) == "0001"
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO model_version (id, weights_sha256, model_hash, checkpoint_path, dataset, split_hashes, "
+                          "created_at) VALUES (1, 'ab', 'cd', 'm.safetensors', '{}', '{}', CURRENT_TIMESTAMP)"))
+        conn.execute(text("INSERT INTO unlearning_run (input_version_id, status, method, options, seed, output_path, "
+                          "scheduled_at) VALUES (1, 'scheduled', 'ga', '{}', 0, 'o', CURRENT_TIMESTAMP)"))
+    ledger_db.migrate(engine)
+    assert ledger_db.current_revision(engine) == ledger_db.HEAD == "0002"
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT claimed_by, lease_until FROM unlearning_run")).all() == [(None, None)]
+    with pytest.raises(IntegrityError):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO unlearning_run (input_version_id, status, method, options, seed, output_path, "
+                              "scheduled_at) VALUES (1, 'scheduled', 'ga', '{}', 0, 'o2', CURRENT_TIMESTAMP)"))
+    with engine.begin() as conn:  # a closed run beside the scheduled one is fine
+        conn.execute(text("INSERT INTO unlearning_run (input_version_id, status, method, options, seed, output_path, "
+                          "scheduled_at) VALUES (1, 'closed', 'ga', '{}', 0, 'o3', CURRENT_TIMESTAMP)"))
+    ledger_db.downgrade(engine, "0001")
+    ledger_db.migrate(engine)
+    assert ledger_db.current_revision(engine) == "0002"
+
+
+def test_output_names_do_not_grow_along_a_chain(checkpoint, pool, tmp_path):
+    """Chained runs are named after the lineage's first checkpoint: model.run-1, model.run-2, model.run-3."""
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    current = checkpoint
+    for k in range(1, 4):
+        workflow.add_request(f"N-{k}", checkpoint=current, indices=[pool[60 + k]], db=db)
+        run = workflow.process(current, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db)
+        assert run["status"] == "closed", run
+        current = Path(run["checkpoint"])
+        assert current.name == f"model.run-{k}.safetensors"
+
+
+def test_sqlite_ledger_files_are_private_whatever_the_umask(checkpoint, pool, tmp_path):
+    """D11: the database and its -wal/-shm files are 0600 under umask 022; an existing 0644 file is tightened."""
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        db = f"sqlite:///{tmp_path / 'private.db'}"
+        workflow.add_request("P-1", checkpoint=checkpoint, indices=[pool[70]], db=db)
+        files = [tmp_path / n for n in ("private.db", "private.db-wal", "private.db-shm")]
+        assert all(f.exists() for f in files)
+        assert {oct(stat.S_IMODE(f.stat().st_mode)) for f in files} == {oct(0o600)}
+        ledger_db.dispose_all()
+        loose = tmp_path / "loose.db"
+        loose.touch(mode=0o644)
+        os.chmod(loose, 0o644)
+        ledger_db.get_engine(f"sqlite:///{loose}")
+        assert stat.S_IMODE(loose.stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+        ledger_db.dispose_all()
+
+
+def test_database_url_from_a_file_and_never_a_password_on_the_command_line(tmp_path, monkeypatch):
+    """D11: --db with a password is refused (the process list shows it); $OBLIVIO_DB_URL_FILE names a file holding the URL."""
+    monkeypatch.delenv(ledger_db.DB_ENV, raising=False)
+    url_file = tmp_path / "db-url"
+    url_file.write_text(f"sqlite:///{tmp_path / 'from-file.db'}\n")
+    monkeypatch.setenv(ledger_db.DB_FILE_ENV, str(url_file))
+    assert ledger_db.resolve_url() == f"sqlite:///{tmp_path / 'from-file.db'}"
+    assert "[]" in ok("requests", "list", "--json")
+    assert (tmp_path / "from-file.db").exists()
+    res = runner.invoke(app, ["requests", "list", "--db", "postgresql+psycopg://user:hunter2@127.0.0.1:1/x"])
+    assert isinstance(res.exception, OblivioError) and "process list" in str(res.exception)
+    assert "hunter2" not in str(res.exception)
+    monkeypatch.setenv(ledger_db.DB_FILE_ENV, str(tmp_path / "missing"))
+    with pytest.raises(OblivioError, match="cannot read"):
+        ledger_db.resolve_url()
+
+
+def test_cli_prints_filers_text_as_plain_text(checkpoint, pool, tmp_path):
+    """D7: references written before the character set was enforced (markup, links, escape sequences) print literally."""
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    workflow.add_request("plain-1", checkpoint=checkpoint, indices=[pool[80]], db=db)
+    nasty = ["x[/]", "[link=https://evil.example]click[/link]", "\x1b[31mred\x1b]8;;x\x07", "\u202egnp.exe"]
+    with ledger_db.session_scope(db) as s:
+        base = s.scalars(select(Request)).one()
+        for i, ref in enumerate(nasty):
+            s.add(Request(external_ref=ref, model_version_id=base.model_version_id, scenario=base.scenario,
+                          sample_ids=[pool[81 + i]], sample_hashes=["0" * 64], reason=None, status="received"))
+    res = runner.invoke(app, ["requests", "list", "--db", db], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert "x[/]" in res.output and "[link=https://evil.example]click[/link]" in res.output
+    assert "\x1b" not in res.output and "\u202e" not in res.output and "\\x1b[31mred" in res.output
+
+
+def test_a_live_claim_is_never_redone_and_a_dead_one_is_resumed(checkpoint, pool, tmp_path):
+    """A run another live worker holds is refused (not redone); once its lease runs out, the next process resumes it."""
+    from datetime import timedelta
+
+    from oblivio.ledger.models import utcnow
+
+    db = f"sqlite:///{tmp_path / 'l.db'}"
+    workflow.add_request("L-1", checkpoint=checkpoint, indices=[pool[90]], db=db)
+    workflow.register_model(checkpoint, db=db)
+    job = workflow.claim_next(db, method="ga", options={"steps": 1, "lr": 0.001}, worker="elsewhere:1:feed", lease_s=600)
+    assert job["requests"][0]["external_ref"] == "L-1"
+    with pytest.raises(workflow.InProgress, match="in progress"):
+        workflow.process(checkpoint, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db)
+    assert workflow.claim_next(db, worker="another:2:beef") is None  # a second worker does not take it either
+    with ledger_db.session_scope(db) as s:
+        s.get(UnlearningRun, job["run_id"]).lease_until = utcnow() - timedelta(seconds=1)
+    messages: list[str] = []
+    run = workflow.process(checkpoint, method="ga", options={"steps": 1, "lr": 0.001}, out_dir=tmp_path, db=db, log=messages.append)
+    assert run["status"] == "closed" and any("resuming run" in m for m in messages)
+    history = [h["status"] for h in workflow.get_request("L-1", db=db)["history"]]
+    assert history == ["received", "scheduled", "unlearned", "audited", "closed"]
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql_one_killed_mid_batch(checkpoint, pool, tmp_path):
+    """Two `oblivio worker` processes on PostgreSQL, two models with pending requests; the first worker is killed
+    (SIGKILL) in the middle of its batch. The other resumes it: every request closes exactly once, two runs in all."""
+    with database("postgresql", tmp_path) as db:
+        second = tmp_path / "other.safetensors"
+        ok("train", "--epochs", "3", "--seed", "1", "--no-progress", "--out", str(second))
+        for ref, ck, i in (("W-1", checkpoint, 100), ("W-2", checkpoint, 101), ("W-3", second, 102), ("W-4", second, 103)):
+            workflow.add_request(ref, checkpoint=ck, indices=[pool[i]], db=db)
+        args = ["worker", *FAST, "--out-dir", str(tmp_path / "out"), "--poll", "0.2", "--lease", "3", "--db", db]
+        doomed = oblivio_subprocess(*args, env={workflow.CRASH_ENV: "unlearned"})
+
+        def claimed() -> bool:
+            with ledger_db.session_scope(db, write=False) as s:
+                return s.scalar(select(func.count()).select_from(UnlearningRun)) >= 1
+
+        _wait(claimed, 120, "the first worker's claim")
+        survivor = oblivio_subprocess(*args)
+        try:
+            doomed.communicate(timeout=120)
+            assert doomed.returncode == -signal.SIGKILL  # killed mid-batch: after unlearning, before recording
+
+            def all_closed() -> bool:
+                return {r["status"] for r in workflow.list_requests(db=db)} == {"closed"}
+
+            _wait(all_closed, 180, "every request to close")
+        finally:
+            survivor.send_signal(signal.SIGTERM)
+            out, err = survivor.communicate(timeout=120)
+        assert "resuming run" in out, out + err
+        with ledger_db.session_scope(db, write=False) as s:
+            runs = s.scalars(select(UnlearningRun).order_by(UnlearningRun.id)).all()
+            assert [r.status for r in runs] == ["closed", "closed"]
+            assert len({r.input_version_id for r in runs}) == 2
+        for ref in ("W-1", "W-2", "W-3", "W-4"):
+            history = [h["status"] for h in workflow.get_request(ref, db=db)["history"]]
+            assert history == ["received", "scheduled", "unlearned", "audited", "closed"], (ref, history)
+        cert = workflow.certificate("W-3", db=db)
+        assert cert["model_after"]["checkpoint"].endswith("other.run-2.safetensors") or \
+            cert["model_after"]["checkpoint"].endswith("other.run-1.safetensors")

@@ -105,6 +105,10 @@ def serve(
     get_engine(db)  # a bad URL or unreachable database fails here, before binding
     if token is None:
         console.print(f"warning: serving without authentication on {host}:{port}", highlight=False, markup=False)
+    if workers > 1 and resolve_url(db).startswith("sqlite"):
+        console.print("note: SQLite takes one writer at a time; serving from one process (--workers helps PostgreSQL)",
+                      highlight=False, markup=False)
+        workers = 1
     if workers == 1:
         uvicorn.run(create_app(db=db, token=token, max_body=max_body, root=str(root) if root else None),
                     host=host, port=port, log_level=log_level)

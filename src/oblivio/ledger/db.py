@@ -32,6 +32,7 @@ SQLITE_TIMEOUT_S = 60.0
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+_sqlite_writers: dict[int, threading.RLock] = {}  # per SQLite engine: threads queue here, not in SQLite's busy sleeps
 _migrated: set[str] = set()
 
 
@@ -126,6 +127,7 @@ def get_engine(db: str | None = None) -> Engine:
                     private_sqlite_file(os.path.abspath(parsed.database))
                 engine = create_engine(url, connect_args={"timeout": SQLITE_TIMEOUT_S})
                 _sqlite_setup(engine)
+                _sqlite_writers[id(engine)] = threading.RLock()
             else:
                 engine = create_engine(url, pool_pre_ping=True)
             _engines[url] = engine
@@ -187,7 +189,12 @@ def session_scope(db: str | None = None, write: bool = True) -> Iterator[Session
     """
     engine = get_engine(db)
     factory = sessionmaker(engine if write else engine.execution_options(oblivio_read_only=True), expire_on_commit=False)
-    with factory() as session, session.begin():
+    writer = _sqlite_writers.get(id(engine)) if write else None
+    if writer is None:
+        with factory() as session, session.begin():
+            yield session
+        return
+    with writer, factory() as session, session.begin():
         yield session
 
 
@@ -197,4 +204,5 @@ def dispose_all() -> None:
         for engine in _engines.values():
             engine.dispose()
         _engines.clear()
+        _sqlite_writers.clear()
         _migrated.clear()
