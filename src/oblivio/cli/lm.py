@@ -74,8 +74,9 @@ def train(
     save_lm(out, model, tok, seed=seed, extra={"corpus": D.corpus_spec(corpus), "train": tc.spec(),
                                                "trained_authors": splits.forget + splits.retain,
                                                "heldout_authors": splits.reference + splits.holdout})
-    console.print(f"trained {arch}/{size} on {len(splits.qa('train'))} facts in {info['seconds']:.1f} s "
-                  f"(loss {info['final_loss']:.4f}); wrote {out}", highlight=False)
+    console.print(f"trained {arch}/{size} on {len(splits.qa('train'))} facts ({len(splits.forget + splits.retain)} "
+                  f"authors + world) in {info['seconds']:.1f} s (loss {info['final_loss']:.4f}); wrote {out}",
+                  highlight=False)
 
 
 @lm_app.command("forget")
@@ -103,7 +104,7 @@ def forget(
     keep = {k: info[k] for k in ("corpus", "train", "trained_authors", "heldout_authors") if k in info}
     save_lm(out, res.model, tok, seed=seed, extra=keep | {"forgotten_authors": s.forget, "method": method,
                                                           "unlearn_info": res.info, "original": str(model_path)})
-    console.print(f"{method}: forgot {len(s.forget)} author(s) ({len(data.forget)} facts) in {res.seconds:.1f} s; "
+    console.print(f"{method}: forgot {len(s.forget)} author(s) ({len(s.qa('forget'))} facts) in {res.seconds:.1f} s; "
                   f"wrote {out}", highlight=False)
 
 
