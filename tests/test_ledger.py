@@ -534,7 +534,6 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_two_workers_on_postgresql_one_killed_mid_batch(checkpoint, pool, tmp_path):
     """Two `oblivio worker` processes on PostgreSQL, two models with pending requests; the first worker is killed
     (SIGKILL) in the middle of its batch. The other resumes it: every request closes exactly once, two runs in all."""

@@ -24,7 +24,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 SKIPPED = ("pip install", "python -m pytest", "--device cuda", "--ray", "ray start", "population",
-           "publish.py", "oblivio requests", "oblivio serve", "curl ", "export OBLIVIO_API_TOKEN")
+           "publish.py", "oblivio requests", "oblivio serve", "oblivio worker", "curl ", "export OBLIVIO_API_TOKEN",
+           "export OBLIVIO_DB_URL_FILE")
 TINY = {"name": "readme-tiny", "dataset": {"name": "digits"}, "model": "mlp",
         "train": {"epochs": 3, "batch_size": 64, "lr": 0.05}, "seeds": [0], "threads": 1,
         "scenarios": {"random": {"fraction": 0.1}, "class": {"classes": [3]}}, "methods": ["ft", "ssd"]}
