@@ -30,7 +30,8 @@ def section(out: Path) -> tuple[str, str]:
     body = re.sub(r"^(#+) ", lambda m: "#" + m.group(1) + " ", body, flags=re.M)
     population = doc["config"].get("population")
     command = (f"oblivio bench --config {doc['header'].get('config')} --out runs/bench/{name}"
-               + (f" --population {population}" if population else ""))
+               + (f" --population {population}" if population else "")
+               + (" --ray" if str(doc["header"].get("executor", "")).startswith("ray") else ""))
     body = body.replace("\n", f"\n\nRegenerated from `benchmarks/results/{name}/` by `python benchmarks/publish.py`; "
                                 f"the run: `{command}`.\n", 1)
     return name, f"<!-- generated: {name} -->\n{body}<!-- end: {name} -->\n"
