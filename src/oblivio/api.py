@@ -15,12 +15,14 @@ two namespaces, so a reference of digits never reads someone else's request.
 from __future__ import annotations
 
 import hmac
+from contextlib import asynccontextmanager
 import json
 import logging
 import os
 import re
 from typing import Annotated, Any, Literal, Optional
 
+import anyio
 from fastapi import FastAPI, HTTPException, Path, Query, Request as HttpRequest, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
@@ -35,6 +37,7 @@ from .ledger.limits import MAX_CLASSES, MAX_INDICES, MAX_INT, MAX_REASON, MAX_RE
 
 log = logging.getLogger("oblivio.api")
 
+THREADS = 8  # worker threads per server process
 MAX_BODY = 1 << 20  # bytes; a request naming MAX_INDICES indices takes about 110 KB
 PUBLIC = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 STATES = Literal["received", "scheduled", "unlearned", "audited", "closed", "failed"]
@@ -247,7 +250,13 @@ def create_app(db: str | None = None, token: str | None = None, max_body: int = 
     """
     from .ledger import workflow
 
-    app = FastAPI(title="oblivio ledger API", version=__version__, max_body_size=max_body,
+    @asynccontextmanager
+    async def lifespan(_app):
+        # few threads: each request's work is short, and forty threads only queue on the GIL and the database
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        yield
+
+    app = FastAPI(title="oblivio ledger API", version=__version__, max_body_size=max_body, lifespan=lifespan,
                   description="Deletion requests for unlearned models: file, track, and download audit reports and certificates. "
                               f"Request bodies are limited to {max_body} bytes.")
     bearer = HTTPBearer(auto_error=False, description="the server's API token")  # documents the scheme; Guard checks it
