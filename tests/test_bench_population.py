@@ -172,3 +172,10 @@ def test_one_unit_is_untested_never_tied():
     mark_ties(summary, runs, ["s"])
     assert [r["vs_best"] for r in summary] == ["best", "untested"]
     assert mean_ci(np.array([3.0])) == (3.0, 3.0)
+
+
+def test_serial_bench_shows_each_training_step_under_the_cells_bar(tmp_path, capsys):
+    """A long training is not a bar frozen at 0 cells: its steps show (and the bar goes away when it ends)."""
+    run_benchmark(parse_config(TINY), tmp_path, progress=True)
+    err = capsys.readouterr().err
+    assert "train:" in err and "step/s" in err and "cell" in err

@@ -287,6 +287,21 @@ def test_tune_refuses_a_bad_study_before_any_work(cli, tmp_path):
               "is a directory")
 
 
+def test_tune_refuses_a_study_in_a_folder_it_cannot_write(cli, monkeypatch, tmp_path):
+    import oblivio.tune as tune_module
+
+    config = Path(__file__).parents[1] / "benchmarks" / "digits.yaml"
+    real = tune_module.os.access
+    monkeypatch.setattr(tune_module.os, "access", lambda path, mode: False if mode == os.W_OK else real(path, mode))
+    one_error(*cli("tune", "-c", config, "-m", "salun", "-s", "random", "-n", "1", "--study", tmp_path / "s.db"),
+              "not writable")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_serve_refuses_a_port_out_of_range_in_one_line(cli, port):
+    one_error(*cli("serve", "--port", port, "--insecure-local"), "--port must be between 0 and 65535")
+
+
 def test_an_unforeseen_exception_is_still_one_line(cli, monkeypatch, tmp_path):
     import oblivio.cli.methods as methods_cli
 
@@ -306,3 +321,10 @@ def test_a_non_npz_data_file_never_gets_the_allow_pickle_advice(cli, tmp_path):
         code, out, err = cli("train", "--dataset", "npz", "--data-dir", path, "--out", tmp_path / "m.safetensors")
         one_error(code, out, err, str(path))
         assert "allow_pickle" not in err and "unsafely" not in err
+
+
+@pytest.mark.parametrize("command", [("requests", "list"), ("serve", "--insecure-local")])
+def test_a_ledger_database_that_is_not_one_is_a_one_line_error(cli, tmp_path, command):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database\n")
+    one_error(*cli(*command, "--db", text), "cannot open the ledger database: file is not a database")

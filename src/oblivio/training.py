@@ -101,6 +101,7 @@ def train(
     config: TrainConfig | None = None,
     *,
     device: torch.device | str | None = "auto",
+    leave_progress: bool = True,
     **overrides,
 ) -> tuple[nn.Module, History]:
     """Train ``model`` (an ``nn.Module`` or a registered name) on ``data`` with cross-entropy.
@@ -110,7 +111,8 @@ def train(
     tensors kept on the device (see ``batching``), in a DataLoader's seeded order; a last batch of
     under half ``batch_size`` samples joins the one before it. (A 16-sample last batch, 1 step in 15,
     left a BatchNorm ResNet-18 at 95.8% train accuracy instead of 99.9%: Fashion-MNIST, 3,600
-    images, batch 256, SGD one-cycle lr 0.1, 15 epochs, seed 0.)
+    images, batch 256, SGD one-cycle lr 0.1, 15 epochs, seed 0.) ``leave_progress`` False clears the
+    progress bar (``config.progress``) when training ends, as under the bench's cells bar.
     """
     config = config or TrainConfig()
     if overrides:
@@ -132,7 +134,8 @@ def train(
     history = History()
     start = time.perf_counter()
     model.train()
-    bar = tqdm(total=steps, desc="train", disable=not config.progress, unit="step", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc="train", disable=not config.progress, unit="step", dynamic_ncols=True,
+               leave=leave_progress)
     for epoch in range(config.epochs):
         bar.set_postfix_str(f"epoch {epoch + 1}/{config.epochs}", refresh=False)
         loss_sum = torch.zeros((), device=dev, dtype=torch.float64)

@@ -110,6 +110,7 @@ class _Runner:
         self._splits: dict[tuple, Any] = {}
         self._seed: int | None = None
         self.tuned: dict[tuple[str, str], dict] = {}  # (scenario, method) -> tuned options (see ``tune_grid``)
+        self.progress = False  # training steps shown under the cells bar (``_Run.progress``)
         self.tune_errors: dict[tuple[str, str], str] = {}  # (scenario, method) -> why its tuning failed
 
     # -- models -------------------------------------------------------------------------------------
@@ -126,8 +127,9 @@ class _Runner:
     def _trained(self, spec: dict, train_set: TensorDataset, seed: int) -> tuple[nn.Module, dict]:
         """A model trained from scratch with the config's recipe on ``train_set``."""
         def build() -> tuple[nn.Module, dict]:
-            model, history = train(self.cfg.model, train_set, self.data.num_classes, self.cfg.train_config(seed),
-                                   device=self.device)
+            config = replace(self.cfg.train_config(seed), progress=self.progress)
+            model, history = train(self.cfg.model, train_set, self.data.num_classes, config, device=self.device,
+                                   leave_progress=False)
             return model, {"seconds": history.seconds}
 
         return self._model(spec, build, seed)
@@ -429,6 +431,7 @@ class _Run:
     token: str
     tuned: dict = field(default_factory=dict)
     tune_errors: dict = field(default_factory=dict)
+    progress: bool = False  # show each training's steps under the cells bar (serial runs in a terminal)
 
 
 _POOLS: dict[str, ThreadPoolExecutor] = {}  # run token -> metric threads of a serial run in this process
@@ -443,7 +446,7 @@ def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
             torch.set_num_threads(run.cfg.threads)
         runner = _RUNNERS[run.token] = _Runner(run.cfg, data, Store(Path(run.out), resume=run.resume, since=run.since),
                                                _POOLS.get(run.token))
-        runner.tuned, runner.tune_errors = run.tuned, run.tune_errors
+        runner.tuned, runner.tune_errors, runner.progress = run.tuned, run.tune_errors, run.progress
     computed, cached = runner.store.computed, runner.store.cached
     docs = runner.run(job)
     return docs, runner.store.computed - computed, runner.store.cached - cached
@@ -562,7 +565,8 @@ def run_benchmark(
             shared_data = executor.share(data)
             tuned, tuning, tune_errors = tune_grid(cfg, shared_data, out, executor, bar) if cfg.tune else ({}, [], {})
             tasks = plan_jobs(cfg)
-            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors))
+            shared_run = executor.share(_Run(cfg, str(out.resolve()), resume, time.time(), token, tuned, tune_errors,
+                                             progress and isinstance(executor, SerialExecutor)))
             docs: list[list[dict]] = [[] for _ in tasks]
 
             def done(i: int, result: Any) -> None:

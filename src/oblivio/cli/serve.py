@@ -78,7 +78,7 @@ def new_token(path: Path) -> None:
 @app.command()
 def serve(
     host: str = typer.Option(LOCALHOST, help="address to bind"),
-    port: int = typer.Option(8000, min=0, max=65535, help="port to bind"),
+    port: int = typer.Option(8000, help="port to bind (0..65535; 0 = any free port)"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
     token_file: Optional[Path] = typer.Option(None, help=f"file holding the bearer token, mode 600 (default ${TOKEN_ENV})"),
     new_token_file: Optional[Path] = typer.Option(None, "--new-token", help="write a new random token to this file (mode 600) and exit"),
@@ -89,6 +89,8 @@ def serve(
     log_level: str = typer.Option("info", help="uvicorn log level"),
 ) -> None:
     """Serve the request ledger over HTTP: file requests, read status and history, download audit reports."""
+    if not 0 <= port <= 65535:  # checked here, so a bad port is one 'error:' line like every other bad input
+        raise OblivioError(f"--port must be between 0 and 65535, got {port}")
     if new_token_file is not None:
         new_token(new_token_file)
         console.print(f"wrote a new API token to {plain(new_token_file)}; serve with --token-file {plain(new_token_file)}",

@@ -19,7 +19,7 @@ from typing import Iterator
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import OblivioError
@@ -142,7 +142,7 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-    except (OperationalError, ProgrammingError) as e:
+    except DatabaseError as e:  # also "file is not a database" (a text file given as --db)
         if "alembic_version" in str(e):
             return None
         raise OblivioError(f"cannot open the ledger database: {str(e.orig).splitlines()[0]}") from None
