@@ -99,10 +99,9 @@ def test_readme_blocks_are_found_and_the_skipped_ones_named():
 
 
 @pytest.fixture
-def in_process(monkeypatch, capsys):
-    """Run one README command through ``oblivio.cli.main`` in this process (no interpreter start per command);
-    returns (exit status, stdout, stderr)."""
-    from oblivio.cli import main
+def in_process(cli, monkeypatch):
+    """Run one README command through ``oblivio.cli.main`` in this process (no interpreter start per command; the
+    shared ``cli`` fixture) in ``cwd``; it must exit 0 without a traceback. Returns (exit status, stdout, stderr)."""
 
     def run_one(command: str, cwd: Path, substitutions: dict[str, str] = {}) -> tuple[int, str, str]:
         for old, new in substitutions.items():
@@ -110,20 +109,10 @@ def in_process(monkeypatch, capsys):
         argv = shlex.split(command, comments=True)
         assert argv[0] == "oblivio", command
         monkeypatch.chdir(cwd)
-        monkeypatch.setenv("COLUMNS", "80")
-        monkeypatch.setattr(sys, "argv", argv)
-        threads = torch.get_num_threads()
-        code = 0
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code or 0
-        finally:
-            torch.set_num_threads(threads)
-        out = capsys.readouterr()
-        assert code == 0, f"{command}\n{out.out}\n{out.err}"
-        assert "Traceback" not in out.out + out.err, command
-        return code, out.out, out.err
+        code, out, err = cli(*argv[1:])
+        assert code == 0, f"{command}\n{out}\n{err}"
+        assert "Traceback" not in out + err, command
+        return code, out, err
 
     return run_one
 
