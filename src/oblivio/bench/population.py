@@ -16,9 +16,7 @@ import numpy as np
 
 from ..audit.metrics import Outputs
 from ..scenarios import Split
-from .config import NOISE_FLOOR
 
-PARTS = ("forget", "retain", "test")  # per-example parts: the forget set, and samples of its size from the others
 _DECIMALS = 4
 
 
@@ -100,4 +98,4 @@ def population_metrics(cells: list[dict]) -> tuple[list[dict], dict[tuple, np.nd
     return rows, per_example_klom
 
 
-__all__ = ["NOISE_FLOOR", "PARTS", "member_seed", "other_seed", "per_example", "population_metrics", "sample_positions"]
+__all__ = ["member_seed", "other_seed", "per_example", "population_metrics", "sample_positions"]

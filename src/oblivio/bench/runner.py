@@ -57,14 +57,6 @@ def count_cells(cfg: BenchConfig) -> int:
     return n
 
 
-def _audit() -> tuple[Callable, Callable]:
-    try:
-        from ..audit import gap_to_retrain, measure
-    except ImportError as e:
-        raise OblivioError(f"the benchmark needs oblivio.audit (measure, gap_to_retrain): {e}") from None
-    return measure, gap_to_retrain
-
-
 def measure_workers() -> int:
     """Threads that compute cells' metrics while the next model trains (serial runs)."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -99,12 +91,11 @@ class _Runner:
     def __init__(self, cfg: BenchConfig, data: Dataset, store: Store, pool: ThreadPoolExecutor | None = None):
         self.cfg, self.data, self.store, self.pool = cfg, data, store, pool
         self.device = resolve_device(cfg.device)
-        self.measure, _ = _audit()
-        from ..audit.metrics import metrics_from_outputs, model_outputs
+        from ..audit import metrics as audit_metrics
 
-        self.outputs, self.metrics = model_outputs, metrics_from_outputs
+        self.outputs, self.metrics = audit_metrics.model_outputs, audit_metrics.metrics_from_outputs
         self.base = model_base(cfg, self.device)
-        self.audit_code = code_hash(self.measure)
+        self.audit_code = code_hash(audit_metrics)  # a changed metric re-measures cached models
         self.method_code = {m: method_code_hash(m) for m in cfg.methods}
         self._models: dict[str, tuple[nn.Module, dict]] = {}
         self._splits: dict[tuple, Any] = {}
