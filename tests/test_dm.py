@@ -259,3 +259,13 @@ def test_earlier_requests_of_the_lineage_count_towards_what_must_look_unseen(mem
     if union.info["steps"]:  # what changed: the earlier samples too, not only the new request
         moved = (logit_confidence(*predict(union.model, earlier)) - logit_confidence(*predict(original, earlier))).abs()
         assert moved.mean() > 0.05
+
+
+def test_the_small_request_rule_reads_every_sample_whatever_the_probe_size(memorising):
+    """The per-sample stop compares every forget sample with its own target, not the (smaller) familiarity probe."""
+    split, original = memorising
+    x, y = split.forget.tensors
+    hardest = logit_confidence(*predict(original, split.forget)).argsort()[:5]
+    info = unlearn(original, forget=TensorDataset(x[hardest], y[hardest]), retain=split.retain,
+                   third_party=split.third_party, method="dm", seed=0, familiarity_samples=3).info
+    assert info["underpowered"] and 0 <= info["initial_samples_above_target"] <= 5, info

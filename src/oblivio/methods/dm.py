@@ -329,7 +329,7 @@ class DistributionMatching(Unlearner):
                                                                      target[0].cpu()), phi_now).to(dev))
                 stats.update(found, z_loss=z_loss, z_accuracy=z_acc)
                 if underpowered and per_sample:
-                    phi_now = logit_confidence(lf, yf).to(dev)
+                    phi_now = logit_confidence(*predict(model, forget_all)).to(dev)  # every sample, aligned with its target
                     tolerance = 0.1 * float(target[0].std())
                     above = int((phi_now > target[1] + tolerance).sum())
                     stats.update(samples_above_target=above, target_tolerance=tolerance)
