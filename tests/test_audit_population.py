@@ -239,33 +239,3 @@ def test_population_section_renders_in_chromium(runs, cli, tmp_path):
     assert longest >= 30, "the per-example headline box is not visible"
     below = pixels[end + 40: end + 900]  # the table and figure under the headline: not blank
     assert len(np.unique(below.reshape(-1, 3), axis=0)) > 200
-
-
-@pytest.mark.slow
-def test_population_on_ray_equals_serial(splits):
-    """``--ray``: the members train as Ray tasks (local 2-CPU Ray) and give the serial phis exactly."""
-    ray = pytest.importorskip("ray")
-    import torch
-
-    from oblivio.audit import train_population
-    from oblivio.parallel import RayExecutor
-
-    split, config = splits["random"], LiraConfig(train=TrainConfig(epochs=3))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as many threads as a Ray worker with one CPU
-    try:
-        serial = train_population(split, 3, config, seed=5)
-    finally:
-        torch.set_num_threads(threads)
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=200 * 1024**2)
-    try:
-        finished: list[int] = []
-        parallel = train_population(split, 3, config, seed=5, executor=RayExecutor(),
-                                    on_done=lambda m, r: finished.append(m))
-    finally:
-        ray.shutdown()
-    assert sorted(finished) == [0, 1, 2] and parallel.seeds == serial.seeds
-    np.testing.assert_array_equal(serial.phi_forget, parallel.phi_forget)
-    np.testing.assert_array_equal(serial.phi_reference, parallel.phi_reference)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import oblivio.bench.runner as runner
 from oblivio import TrainConfig, load_dataset
-from oblivio.audit import LiraConfig, train_shadows
+from oblivio.audit import LiraConfig, train_population, train_shadows
 from oblivio.bench import parse_config, read_csv, run_benchmark
 from oblivio.cli import app
 from oblivio.errors import OblivioError
@@ -170,22 +170,38 @@ def test_executor_reports_failed_tasks_and_runs_the_rest(make, local_ray):
         assert isinstance(out[3], TaskFailed)
 
 
-def test_lira_shadows_on_ray_equal_serial(local_ray, splits):
+def _one_thread(fn, *args, **kwargs):
+    """``fn(...)`` with as many torch threads as a Ray worker with one CPU (so numbers match the workers')."""
     import torch
 
-    split = splits["random"]
-    config = LiraConfig(train=TrainConfig(epochs=3))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as many threads as a Ray worker with one CPU
+    torch.set_num_threads(1)
     try:
-        serial = train_shadows(split, 4, config, seed=5)
+        return fn(*args, **kwargs)
     finally:
         torch.set_num_threads(threads)
+
+
+def test_lira_shadows_on_ray_equal_serial(local_ray, splits):
+    split = splits["random"]
+    config = LiraConfig(train=TrainConfig(epochs=3))
+    serial = _one_thread(train_shadows, split, 4, config, seed=5)
     finished = []
     parallel = train_shadows(split, 4, config, seed=5, executor=local_ray, on_done=lambda k, r: finished.append(k))
     assert sorted(finished) == [0, 1, 2, 3]
     for name in ("mu_forget", "sigma_forget", "mu_reference", "sigma_reference"):
         np.testing.assert_array_equal(getattr(serial, name), getattr(parallel, name))
+
+
+def test_audit_population_on_ray_equals_serial(local_ray, splits):
+    """``audit --population --ray``: the retrained members train as Ray tasks and give the serial phis exactly."""
+    split, config = splits["random"], LiraConfig(train=TrainConfig(epochs=3))
+    serial = _one_thread(train_population, split, 3, config, seed=5)
+    finished: list[int] = []
+    parallel = train_population(split, 3, config, seed=5, executor=local_ray, on_done=lambda m, r: finished.append(m))
+    assert sorted(finished) == [0, 1, 2] and parallel.seeds == serial.seeds
+    np.testing.assert_array_equal(serial.phi_forget, parallel.phi_forget)
+    np.testing.assert_array_equal(serial.phi_reference, parallel.phi_reference)
 
 
 def test_tune_trials_in_parallel_share_one_study(local_ray, tmp_path):
