@@ -33,7 +33,6 @@ from .config import NOISE_FLOOR, BenchConfig
 
 PERCENT = ("UA", "RA", "TA", "MIA", "ASR", "forget_acc")
 HEAD_COLUMNS = ("scenario", "step", "deleted", "method", "seed", "member")
-FLAG_COLUMNS = ("refused", "unchanged")  # per run: forgot nothing (kept, verification refused it) / returned unchanged
 LABELS = {"forget_acc": "Forget acc", "avg_gap": "Avg. Gap", "seconds": "Time (s)", "time_ratio": "× retrain",
           "RA": "RA", "TA": "TA", "UA": "UA", "MIA": "MIA", "ASR": "ASR", "AUC": "AUC", "KS": "KS",
           "avg_gap_ci": "Avg. Gap 95% CI", "vs_best": "vs best", "vs_noise": "vs noise", "KLoM": "KLoM",
