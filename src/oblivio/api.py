@@ -62,14 +62,11 @@ def _decimal(v: Any) -> Any:
 
 
 def _json_int(v: Any) -> Any:
-    """Body integers: JSON numbers with no fraction only. ``"5"`` and ``true`` are refused; ``5.0`` is the
-    integer 5, as JSON Schema (the OpenAPI 3.1 document) defines ``integer``."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    """Body integers: JSON integers written without a fraction or exponent. ``"5"``, ``true`` and ``5.0`` are
+    refused (422): a client that sends 5.0 has a float where it meant an index, and the API says so rather
+    than guess. JSON Schema would call 5.0 an integer, so the OpenAPI descriptions state this rule."""
+    if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError("must be a JSON integer")
-    if isinstance(v, float):
-        if not v.is_integer():
-            raise ValueError("must be a JSON integer")
-        return int(v)
     return v
 
 
@@ -111,12 +108,12 @@ class RequestIn(BaseModel):
     external_ref: Ref = Field(..., description=f"your reference (ticket id): 1-{MAX_REF} characters, {REF_CHARS}, "
                                                "starting with a letter or digit; filing it again is idempotent")
     model_sha256: Sha256 = Field(None, description="SHA-256 of the model's .safetensors file", json_schema_extra=_no_default)
-    model_version: VersionId = Field(None, description="the ledger's model version id", json_schema_extra=_no_default)
+    model_version: VersionId = Field(None, description="the ledger's model version id (a JSON integer: 5, not 5.0)", json_schema_extra=_no_default)
     scenario: Literal["random", "class", "backdoor"] = "random"
     indices: list[Index] = Field(None, min_length=1, max_length=MAX_INDICES, json_schema_extra=_distinct,
-                                 description=f"random: distinct indices into the training set (at most {MAX_INDICES})")
+                                 description=f"random: distinct indices into the training set (at most {MAX_INDICES}; JSON integers: 5, not 5.0)")
     classes: list[Index] = Field(None, min_length=1, max_length=MAX_CLASSES, json_schema_extra=_distinct,
-                                 description="class: distinct classes to forget")
+                                 description="class: distinct classes to forget (JSON integers)")
     reason: str = Field(None, max_length=MAX_REASON, pattern=TEXT_PATTERN, json_schema_extra=_no_default,
                         description="why (kept in the record and the certificate); no NUL or control characters but tab and newline")
 
