@@ -103,13 +103,13 @@ def test_full_disk_during_the_report_leaves_no_half_pair(tmp_path, monkeypatch):
     from pathlib import Path
 
     from oblivio import OblivioError
-    from oblivio.report import write_report
+    from oblivio.audit.report import write_report
 
     class Result:
         def to_dict(self):
             return {"verdict": "x"}
 
-    monkeypatch.setattr("oblivio.report.render_html", lambda r: "<html>" + "x" * 100 + "</html>")
+    monkeypatch.setattr("oblivio.audit.report.render_html", lambda r: "<html>" + "x" * 100 + "</html>")
     write_report(Result(), tmp_path)  # a previous good pair
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     real = Path.write_text

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from oblivio import OblivioError, build_model, save_checkpoint
 from oblivio.checkpoint import read_sidecar
 from oblivio.cli import app
-from oblivio.report import render_html
+from oblivio.audit.report import render_html
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import atomic_files, check_writable, output_lock, recover_files
+from ..io import atomic_files, check_writable, output_lock, recover_files
 
 ROLE_LABEL = {"original": "original (before)", "unlearned": "unlearned (after)", "retrained": "retrained (gold standard)"}
 ROLE_COLOR = {"original": "#9ca3af", "unlearned": "#2563eb", "retrained": "#16a34a"}
@@ -327,7 +327,7 @@ footer{margin-top:36px;font-size:12px;color:#6b7280}
 
 def render_html(result) -> str:
     """The report as one self-contained HTML page (no external assets)."""
-    from .audit.core import CONVENTIONS
+    from .core import CONVENTIONS
 
     v = result.verdict
     fg, bg, icon = STATUS[v["status"]]

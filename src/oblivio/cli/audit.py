@@ -51,7 +51,7 @@ def audit(
     """
     from ..audit import audit_checkpoint
     from ..audit.reference_models import check_members
-    from ..report import write_report
+    from ..audit.report import write_report
 
     threads = use_threads(threads)
     check_seed(seed, "--seed")

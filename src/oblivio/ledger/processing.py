@@ -151,7 +151,7 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     from ..audit import audit
     from ..checkpoint import load_checkpoint, save_checkpoint
     from ..cli.forget import json_safe
-    from ..report import write_report
+    from ..audit.report import write_report
     from ..unlearning import unlearn
 
     import numpy as np
