@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The one GPU job: run benchmarks/gpu.yaml on CUDA and copy the results (not the ~2 GB of cached models)
-# to $OUT/gpu. Run from the repository root:   bash benchmarks/gpu_run.sh "$OUT"
+# to $OUT/gpu. Run from the repository root:   bash benchmarks/studies/gpu_run.sh "$OUT"
 # Fashion-MNIST: $OBLIVIO_FASHION_MNIST_DIR, else ./data/fashion-mnist (copy the four .gz IDX files
 # there before the run if the GPU machine has no /usr/share/datasets/fashion-mnist), else the default.
 set -u

@@ -1,7 +1,7 @@
 """Every method on cases none of the repository's configs use: other data, classes, triggers, forget sizes
 and seeds (the robustness sweep in benchmarks/RESULTS.md). Writes its two data files, then benches each case.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/robustness_sweep.py --out runs/bench/robustness
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/studies/robustness_sweep.py --out runs/bench/robustness
     ... --cases breast-cancer,one-sample        # a subset
 
 Cases (all 13 methods at their registered defaults, retrain in the same run):

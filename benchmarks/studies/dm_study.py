@@ -1,7 +1,7 @@
 """dm redesign study (issue 8): dm against retrain and ft / rl / salun on memorising originals.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/dm_study.py --cases digits-random30,bc-random10 --seeds 0,1,2
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/dm_study.py --cases fm-mlp-random10 --methods dm,ft --dm phi_weight=2
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/studies/dm_study.py --cases digits-random30,bc-random10 --seeds 0,1,2
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/studies/dm_study.py --cases fm-mlp-random10 --methods dm,ft --dm phi_weight=2
 
 Each case trains an original (to ~100% train accuracy: no weight decay, many epochs) and a retrain on
 the retain set with the same recipe and seed, runs each method from the original with its defaults,

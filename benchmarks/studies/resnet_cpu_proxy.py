@@ -3,14 +3,17 @@ random 10% / class 3 / backdoor, the same SGD one-cycle recipe) on a narrow ResN
 Fashion-MNIST subset, over several seeds. It looks for the failures and collapses gpu.yaml would show,
 where no GPU is at hand.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/resnet_cpu_proxy.py --seeds 0,1,2 --out runs/bench/resnet-proxy
+    OMP_NUM_THREADS=2 PYTHONPATH=src python benchmarks/studies/resnet_cpu_proxy.py --seeds 0,1,2 --out runs/bench/resnet-proxy
     ... --methods scrub,neggrad+ --scenarios random        # a subset
     ... --model mlp --n-train 0 --seeds 0                  # full-scale dry run: all of Fashion-MNIST, a small model
 
 The architecture is gpu.yaml's CIFAR-style ResNet-18 (BatchNorm, residual blocks, 11M -> 0.7M
 parameters) at a quarter of the width (16 base channels instead of 64), registered here as
 ``resnet18-w16``: about 1.4 ms per image and training step on two CPU cores instead of 13 ms.
-It is a proxy, not gpu.yaml: a GPU run of gpu.yaml is still the measurement that counts.
+It is a proxy, not gpu.yaml: a GPU run of gpu.yaml is still the measurement that counts. It found the
+collapses a GPU run would show (scrub, l1-sparse, neggrad+; RESULTS.md) before any device time was spent;
+``--model mlp --n-train 0`` (54k pool, 5,400-sample forget sets, 190-step epochs: a GPU run's step counts,
+which the 4k subset does not have) found boundary failing on its first 85-step epoch.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from oblivio.bench import print_report, run_benchmark
 from oblivio.bench.config import parse_config
 from oblivio.models import ResNet18, register_model
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # benchmarks/, where gpu.yaml is
 
 
 def proxy_config(seeds: list[int], n_train: int, epochs: int, methods: list[str] | None,

@@ -1,6 +1,6 @@
 """The one GPU job of a session: a CUDA smoke test, then several benchmark grids side by side on one GPU.
 
-    python3 benchmarks/gpu_session.py --out "$OUT" --budget 470
+    python3 benchmarks/studies/gpu_session.py --out "$OUT" --budget 470
 
 1. Smoke, beside the grids: every registered method x 3 scenarios on digits on the device. If it
    fails, every process is stopped at once, so the device time left can serve a fixed rerun.
@@ -15,7 +15,13 @@
    table is printed at the end.
 
 ``--tiny`` shrinks every grid (a few hundred samples, one epoch, small models) to check the
-orchestration on a CPU: ``python benchmarks/gpu_session.py --out /tmp/x --device cpu --tiny``.
+orchestration on a CPU: ``python benchmarks/studies/gpu_session.py --out /tmp/x --device cpu --tiny``.
+
+Measured (RESULTS.md): on an H200 (2026-11-26) the contest finished in about 6 minutes with 13 processes
+sharing the GPU, but gpu.yaml did not finish beside them (9 of 15 cells per scenario in 505 s). Alone on
+an H100, ``--grids benchmarks/gpu.yaml --skip-smoke --budget 700`` took about 650 s for one seed (two
+calls), more than the 8 minutes of gpu.yaml's header arithmetic; ft has run at its default batch of 64
+since (~2,850 more steps per scenario): expect ~700 s.
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 GRIDS = ("benchmarks/gpu.yaml", "benchmarks/fashion-mnist-memorise.yaml")
 
 

@@ -1,7 +1,7 @@
 """Train time and test accuracy of each registered model, plus backdoor attack success rate.
 
-    python benchmarks/train_models.py --dataset digits
-    python benchmarks/train_models.py --dataset fashion-mnist --epochs mlp=5,cnn=5,resnet18=1
+    python benchmarks/studies/train_models.py --dataset digits
+    python benchmarks/studies/train_models.py --dataset fashion-mnist --epochs mlp=5,cnn=5,resnet18=1
 
 Prints a Markdown table with the machine, torch version, seed and date.
 """
