@@ -119,6 +119,32 @@ def test_rouge_and_truth_ratio_and_forget_quality(world):
     assert 0 < u["utility"] <= 1
 
 
+def test_fluency_is_rome_generation_entropy():
+    """Distinct words score log2 of their n-gram count; repetition and empty answers score 0."""
+    assert X.ngram_entropy("a b c d e") == pytest.approx(np.mean([2 / 3 * np.log2(4), 4 / 3 * np.log2(3)]))
+    assert X.ngram_entropy("the the the the the the") == 0.0
+    assert X.ngram_entropy("") == 0.0 and X.ngram_entropy("one") == 0.0
+    assert X.ngram_entropy("she was born in paris in 1950") > X.ngram_entropy("born born born born in in in")
+
+
+def test_bench_table_states_dm_verdict():
+    """The LM bench's Markdown names dm's forget-quality place and its utility gap to the retrain, met or missed."""
+    from oblivio.lm.bench import markdown
+
+    def row(method, fq, utility, seed=0):
+        return {"seed": seed, "forget_percent": 1, "method": method, "forget_quality": fq, "utility": utility,
+                "forget_rouge": 0.1, "fluency": 2.0, "mia_loss": 0.5, "mia_zlib": 0.5, "mia_min_k": 0.5, "x_retrain": 0.1}
+
+    result = {"header": {"commit": "abc", "seeds": [0]}, "seconds": 1.0,
+              "rows": [row("retrain", 1.0, 0.60), row("ga", 0.4, 0.55), row("dm", 0.9, 0.57)]}
+    text = markdown(result)
+    assert "| 1 % | dm | 0.900 (0.9) | 0.570 |" in text
+    assert "dm has the highest forget quality; its utility is 5.0 % under the retrain's (misses the 2 % target by 3.0 points)" in text
+    result["rows"][1]["forget_quality"] = 0.95
+    result["rows"][2]["utility"] = 0.595
+    assert "below ga's 0.950; its utility is 0.8 % under the retrain's (within the 2 % target)" in markdown(result)
+
+
 @pytest.mark.parametrize("method", sorted(LM_METHODS))
 def test_every_method_runs_and_changes_the_model(world, method):
     _, splits, tok, model, data = world

@@ -154,7 +154,7 @@ def bench(
     if threads is not None:
         use_threads(threads)
         cfg.threads = threads
-    result = B.run_bench(cfg, log=lambda s: err_console.print(s))
+    result = B.run_bench(cfg, log=lambda s: err_console.print(s), source=str(config))
     B.save(result, out)
     console.print(B.markdown(result), highlight=False)
     console.print(f"{len(result['rows'])} rows in {result['seconds']:.0f} s; wrote {out}", highlight=False)

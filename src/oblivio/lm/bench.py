@@ -4,12 +4,14 @@ Per seed: one corpus and tokenizer, one original trained on all non-held-out aut
 percentage). Per (seed, forget %): the gold retrain (the forget-quality reference), a second retrain with
 another seed (the noise floor), and each method on the original. Rows: forget quality (KS p-value against
 the gold retrain's forget truth ratios), model utility, forget ROUGE-L, MIA AUC by loss / zlib / min-k %
-(forget vs holdout authors) and time as a multiple of the retrain's. Config: a YAML mapping with
+(forget vs holdout authors), fluency (n-gram entropy of the forget answers) and time as a multiple of the
+retrain's; each output opens with the commit, machine, date and seeds. Config: a YAML mapping with
 ``task: lm`` (see ``benchmarks/lm-tofu.yaml``).
 """
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -19,7 +21,8 @@ import numpy as np
 
 from ..errors import OblivioError
 
-METRICS = ("forget_quality", "utility", "forget_rouge", "mia_loss", "mia_zlib", "mia_min_k")
+METRICS = ("forget_quality", "utility", "forget_rouge", "fluency", "mia_loss", "mia_zlib", "mia_min_k")
+UTILITY_TOLERANCE = 0.02  # dm's target: utility within 2 % of the retrain's
 
 
 @dataclass
@@ -67,7 +70,7 @@ def load_config(path: str | Path) -> LMBenchConfig:
     return cfg
 
 
-def run_bench(cfg: LMBenchConfig, log=print) -> dict:
+def run_bench(cfg: LMBenchConfig, log=print, source: str | None = None) -> dict:
     """Run the grid; returns {"rows": [...], "config": ..., "seconds": ...} (one row per seed, percent, method)."""
     import torch
 
@@ -76,7 +79,15 @@ def run_bench(cfg: LMBenchConfig, log=print) -> dict:
     from .models import build_lm, model_config
     from .training import TrainConfig, train_lm
 
+    from datetime import datetime, timezone
+
+    from ..bench.report import git_commit
+
     torch.set_num_threads(cfg.threads)
+    header = {"commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPUs, "
+                         f"{cfg.threads} torch thread(s), torch {torch.__version__}",
+              "seeds": list(cfg.seeds), "config": source}
     began = time.perf_counter()
     rows = []
     tc = TrainConfig(**cfg.train)
@@ -102,7 +113,8 @@ def run_bench(cfg: LMBenchConfig, log=print) -> dict:
                 row["info"] = {k: v for k, v in (info or {}).items() if isinstance(v, (int, float, str, bool))}
                 rows.append(row)
                 log(f"  {pct:g} % {name:10s} FQ {row['forget_quality']:.3g}  utility {row['utility']:.3f}  "
-                    f"ROUGE {row['forget_rouge']:.2f}  MIA {row['mia_loss']:.2f}  {seconds:.1f} s")
+                    f"ROUGE {row['forget_rouge']:.2f}  fluency {row['fluency']:.2f}  MIA {row['mia_loss']:.2f}  "
+                    f"{seconds:.1f} s")
 
             record("original", original, 0.0)
             record("retrain", gold.model, gold.seconds)
@@ -111,8 +123,9 @@ def run_bench(cfg: LMBenchConfig, log=print) -> dict:
             for name in cfg.methods:
                 res = unlearn_lm(original, data, name, **cfg.options.get(name, {}))
                 record(name, res.model, res.seconds, res.info)
-    return {"rows": rows, "config": cfg.__dict__, "seconds": time.perf_counter() - began,
-            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {cfg.threads} thread(s)"}
+    header["seconds"] = time.perf_counter() - began
+    return {"header": header, "rows": rows, "config": cfg.__dict__, "seconds": header["seconds"],
+            "machine": header["machine"]}
 
 
 def summarise(result: dict) -> list[dict]:
@@ -130,16 +143,45 @@ def summarise(result: dict) -> list[dict]:
     return out
 
 
+REFERENCES = ("original", "retrain", "retrain (2nd seed)")
+
+
+def verdicts(result: dict) -> list[str]:
+    """Per forget %, dm's place: the method with the highest mean forget quality, and dm's utility against the
+    retrain's (target: within ``UTILITY_TOLERANCE``), stated as met or missed by how much."""
+    out = []
+    summary = summarise(result)
+    for pct in dict.fromkeys(s["forget_percent"] for s in summary):
+        rows = {s["method"]: s for s in summary if s["forget_percent"] == pct}
+        methods = {m: s for m, s in rows.items() if m not in REFERENCES}
+        if "dm" not in methods or "retrain" not in rows:
+            continue
+        best = max(methods, key=lambda m: methods[m]["forget_quality"])
+        dm, gold = methods["dm"], rows["retrain"]
+        gap = (dm["utility"] - gold["utility"]) / gold["utility"] if gold["utility"] else float("nan")
+        fq = "highest forget quality" if best == "dm" else (
+            f"forget quality {dm['forget_quality']:.3f}, below {best}'s {methods[best]['forget_quality']:.3f}")
+        ok = gap >= -UTILITY_TOLERANCE
+        out.append(f"- {pct:g} %: dm has the {fq}; its utility is {abs(gap) * 100:.1f} % "
+                   f"{'above' if gap >= 0 else 'under'} the retrain's ({'within' if ok else 'misses'} the "
+                   f"{UTILITY_TOLERANCE * 100:g} % target{'' if ok else f' by {(-gap - UTILITY_TOLERANCE) * 100:.1f} points'}).")
+    return out
+
+
 def markdown(result: dict) -> str:
-    """The RESULTS.md table: mean over seeds, forget quality also per seed."""
-    lines = ["| forget | method | forget quality (per seed) | utility | forget ROUGE-L | MIA AUC loss / zlib / min-k | "
-             "time x retrain |", "|---|---|---|---|---|---|---|"]
+    """The RESULTS.md section: the run's header, the table (mean over seeds, forget quality also per seed) and
+    dm's verdict per forget percentage."""
+    h = result.get("header", {})
+    lines = [f"commit {h.get('commit')}, {h.get('date')}, {h.get('machine', result.get('machine'))}, seeds "
+             f"{h.get('seeds')}, {result['seconds']:.0f} s in all; config `{h.get('config')}`", "",
+             "| forget | method | forget quality (per seed) | utility | forget ROUGE-L | fluency | "
+             "MIA AUC loss / zlib / min-k | time x retrain |", "|---|---|---|---|---|---|---|---|"]
     for s in summarise(result):
         fq = ", ".join(f"{v:.2g}" for v in s["forget_quality_seeds"])
         lines.append(f"| {s['forget_percent']:g} % | {s['method']} | {s['forget_quality']:.3f} ({fq}) | "
-                     f"{s['utility']:.3f} | {s['forget_rouge']:.2f} | {s['mia_loss']:.2f} / {s['mia_zlib']:.2f} / "
-                     f"{s['mia_min_k']:.2f} | {s['x_retrain']:.2f} |")
-    return "\n".join(lines)
+                     f"{s['utility']:.3f} | {s['forget_rouge']:.2f} | {s['fluency']:.2f} | {s['mia_loss']:.2f} / "
+                     f"{s['mia_zlib']:.2f} / {s['mia_min_k']:.2f} | {s['x_retrain']:.2f} |")
+    return "\n".join(lines + [""] + verdicts(result))
 
 
 def save(result: dict, path: str | Path) -> Path:

@@ -12,7 +12,9 @@
 - **MIA AUC** (MUSE's privacy leakage, Shi et al. 2024's min-k % prob, Carlini et al. 2021's zlib): how well
   loss, zlib-normalised loss and min-k % token probability tell forget authors (members of the original
   training set) from holdout authors (never trained on). The retrained model's value is the target (~0.5).
-- **Fluency** is not measured yet.
+- **Fluency**: the n-gram entropy of greedy answers to the forget questions (ROME, Meng et al. 2022: the
+  weighted mean of bi- and tri-gram entropies in bits, weights 2/3 and 4/3), averaged over answers. Unlearning
+  that drives an LM to repeat itself or answer nothing scores near 0; the retrained model's value is the target.
 
 ROUGE-L is a small implementation (longest common subsequence over lower-cased words, no stemming; TOFU uses
 ``rouge_score`` with the Porter stemmer, so values on inflected words can differ slightly).
@@ -106,8 +108,24 @@ def forget_quality(r_unlearned: np.ndarray, r_retain: np.ndarray) -> float:
     return float(ks_2samp(r_unlearned, r_retain).pvalue)
 
 
-def _rouge(model, tokenizer, qas: list[QA]) -> np.ndarray:
-    answers = greedy_answers(model, tokenizer, [qa.question for qa in qas])
+def ngram_entropy(text: str, ns: tuple[int, ...] = (2, 3), weights: tuple[float, ...] = (2 / 3, 4 / 3)) -> float:
+    """ROME's generation entropy of one text: mean over n of weight_n x the entropy (bits) of its word n-grams."""
+    words = _words(text)
+    out = []
+    for n, w in zip(ns, weights):
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+        if not grams:
+            out.append(0.0)
+            continue
+        _, counts = np.unique(np.array([" ".join(g) for g in grams]), return_counts=True)
+        p = counts / counts.sum()
+        out.append(w * float(-(p * np.log2(p)).sum()))
+    return float(np.mean(out))
+
+
+def _rouge(model, tokenizer, qas: list[QA], answers: list[str] | None = None) -> np.ndarray:
+    if answers is None:
+        answers = greedy_answers(model, tokenizer, [qa.question for qa in qas])
     return np.array([rouge_l_recall(a, qa.answer) for a, qa in zip(answers, qas)])
 
 
@@ -166,8 +184,8 @@ def mia_auc(model, tokenizer: LMTokenizer, members: list[QA], nonmembers: list[Q
 def evaluate(model, tokenizer: LMTokenizer, splits, r_retain_forget: np.ndarray | None = None,
              retain_sample: int = 200, seed: int = 0) -> dict:
     """Every metric of ``model`` on ``splits``: forget truth ratios (and forget quality against
-    ``r_retain_forget``, the gold model's), utility on (a seeded sample of) retain + world, forget ROUGE-L,
-    MIA AUCs forget vs holdout, and the mean forget / holdout answer losses."""
+    ``r_retain_forget``, the gold model's), utility on (a seeded sample of) retain + world, forget ROUGE-L and
+    fluency (of the same greedy answers), MIA AUCs forget vs holdout, and the mean forget / holdout answer losses."""
     from .models import n_positions
 
     forget, holdout = splits.qa("forget"), splits.qa("holdout")
@@ -180,7 +198,9 @@ def evaluate(model, tokenizer: LMTokenizer, splits, r_retain_forget: np.ndarray 
     if r_retain_forget is not None:
         out["forget_quality"] = forget_quality(r_forget, r_retain_forget)
     out |= model_utility(model, tokenizer, retain, splits.qa("world"))
-    out["forget_rouge"] = float(_rouge(model, tokenizer, forget).mean())
+    answers = greedy_answers(model, tokenizer, [qa.question for qa in forget])
+    out["forget_rouge"] = float(_rouge(model, tokenizer, forget, answers).mean())
+    out["fluency"] = float(np.mean([ngram_entropy(a) for a in answers])) if answers else 0.0
     out |= mia_auc(model, tokenizer, forget, holdout)
     n = n_positions(model)
     out["forget_loss"] = float(answer_losses(model, encode_answers(tokenizer, forget, n)).mean())
@@ -188,5 +208,5 @@ def evaluate(model, tokenizer: LMTokenizer, splits, r_retain_forget: np.ndarray 
     return out
 
 
-__all__ = ["rouge_l_recall", "greedy_answers", "truth_ratios", "forget_quality", "model_utility", "mia_scores",
+__all__ = ["rouge_l_recall", "ngram_entropy", "greedy_answers", "truth_ratios", "forget_quality", "model_utility", "mia_scores",
            "mia_auc", "evaluate", "IGNORE"]
