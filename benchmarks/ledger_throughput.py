@@ -9,7 +9,10 @@ SQLite file; a fresh schema in $OBLIVIO_BENCH_PG_URL's database when set) starts
 and files ``--requests`` distinct requests from 8, 32 and 128 concurrent keep-alive clients
 (asyncio + httpx in this process, on the same cores as the server). Every reply must be a 201 (or,
 for a request sent again after the connection dropped, a 200: the same reference is idempotent), and
-every request must be in the database exactly once. Prints JSON and a Markdown table.
+every request must be in the database exactly once. Prints JSON and a Markdown table; with ``--out DIR`` also
+writes them to DIR/results.json (``"kind": "ledger_throughput"``, with machine, commit, date, command and issue 26's
+target) and DIR/results.md, which ``python benchmarks/publish.py`` renders into RESULTS.md with the target met or
+missed (commit the folder as benchmarks/results/ledger-throughput/).
 """
 from __future__ import annotations
 
@@ -26,11 +29,32 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
 
 OBLIVIO = [sys.executable, "-c", "from oblivio.cli import main; main()"]
+TARGET = {"db": "postgresql", "clients": 32, "min_per_s": 500, "max_p99_ms": 200}  # issue 26
+
+
+def git_commit() -> str | None:
+    """The short commit of this checkout, '+dirty' with uncommitted changes (as the bench's header)."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha + ("+dirty" if dirty else "")
+
+
+def command_line() -> str:
+    """This run's command, with the PostgreSQL URL (which may hold a password) elided."""
+    env = "OBLIVIO_BENCH_PG_URL=postgresql+psycopg://... " if os.environ.get("OBLIVIO_BENCH_PG_URL") else ""
+    return env + " ".join(["python", "benchmarks/ledger_throughput.py", *sys.argv[1:]])
 
 
 def free_port() -> int:
@@ -128,6 +152,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="requests filed per client count")
     ap.add_argument("--server-workers", type=int, default=2, help="oblivio serve --workers (1 where unsupported)")
     ap.add_argument("--label", default="", help="a name for this code version in the table (e.g. a commit)")
+    ap.add_argument("--out", type=Path, help="write results.json and results.md here (e.g. benchmarks/results/ledger-throughput)")
     args = ap.parse_args()
 
     from oblivio.checkpoint import read_sidecar
@@ -144,8 +169,12 @@ def main() -> None:
     dbs = [("sqlite", f"sqlite:///{tmp / 'ledger.db'}", None)]
     if os.environ.get("OBLIVIO_BENCH_PG_URL"):
         dbs.append(("postgresql", *pg_schema_url(os.environ["OBLIVIO_BENCH_PG_URL"])))
-    results = {"machine": f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
-               "python": platform.python_version(), "server_workers": workers, "label": args.label, "rows": []}
+    results = {"kind": "ledger_throughput",
+               "machine": f"{platform.node()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
+               "python": platform.python_version(), "server_workers": workers, "label": args.label,
+               "server_note": "on SQLite serve runs one process" if workers > 1 else "",
+               "commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+               "command": command_line(), "requests": args.requests, "target": TARGET, "rows": []}
     for name, db, _schema in dbs:
         env = os.environ | {"OBLIVIO_DB_URL": db}
         sha = json.loads(subprocess.run([sys.executable, "-c", (
@@ -174,6 +203,12 @@ def main() -> None:
         expected = 50 + args.requests * len(args.clients.split(","))
         assert total == distinct == expected, (total, distinct, expected)  # every 201 in the database exactly once
     print(json.dumps(results, indent=2))
+    if args.out:
+        from publish import ledger_markdown  # benchmarks/publish.py, beside this script: one renderer for both
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "results.md").write_text(ledger_markdown(results))
     print(f"\n{results['machine']}; python {results['python']}; oblivio serve --workers {workers}; {args.label}\n")
     print("| database | clients | requests/s | p50 ms | p99 ms | max ms | dropped connections |")
     print("|---|---:|---:|---:|---:|---:|---:|")
