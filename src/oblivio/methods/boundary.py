@@ -1,38 +1,25 @@
-"""Boundary Shrink: Chen et al., "Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting
-the Decision Space", CVPR 2023 (reference code: TY-LEE-KR/Boundary-Unlearning-Code, ``boundary_shrink``).
+"""Boundary Shrink: relabel each forget sample with its nearest wrong class and fine-tune on the forget set.
 
-Faithful: for each forget sample an adversarial example is found on the frozen original model with
-an L-inf sign-gradient attack (upstream: PGD, bound 0.1, step 8/255, 5 iterations, no random start;
-``attack_steps=1`` gives plain FGSM as in the paper's text); the sample is relabelled with the
-class the original model assigns to that adversarial example (its nearest neighbouring class) and
-the model is fine-tuned on the forget set alone with those labels (SGD, momentum 0.9).
+Paper: Chen et al., "Boundary Unlearning: Rapid Forgetting of Deep Networks via Shifting the Decision Space",
+CVPR 2023 (reference code: TY-LEE-KR/Boundary-Unlearning-Code, ``boundary_shrink``). An L-inf sign-gradient
+attack on the frozen original finds, per forget sample, the class across its nearest boundary; the model is
+fine-tuned on the forget set alone with those labels (cross-entropy, SGD momentum 0.9). Stopping rule: ``epochs``
+passes (plus the safeguard below). Defined for class forgetting; on a random subset or a backdoor it costs test
+accuracy (no retain data holds the rest in place).
 
-Adapted: (1) the paper calls this label the nearest *but incorrect* class; upstream keeps whatever
-the attack reaches, which is the true class when the attack fails, so here the true (trained) label
-is excluded from the argmax. (2) The attacked model is frozen and the attack deterministic, so labels
-are computed once rather than every epoch (same result). (3) Upstream's lr 1e-5 is for ResNets;
-the digits defaults use a larger rate.
-The method is defined for class forgetting. On a random subset it pushes each forget sample across
-its nearest boundary with no retain data to hold the rest in place, so it costs test accuracy and
-drives forget accuracy below what retraining gives (digits MLP: test 96% -> 92.5%, forget 91.5%;
-a larger rate makes it much worse). On a backdoor the forget samples are triggered images labelled
-with the target; the nearest other class is usually the true class (86% on digits), so the trigger
-is removed (ASR 99% -> 0%), but since no sample keeps the target label the clean target class is
-suppressed too (digits MLP: test 97% -> 83%).
+Options (defaults from the reference code unless said):
+- ``bound`` (0.1) / ``step`` (8/255) / ``attack_steps`` (5; 1 = FGSM): the attack.
+- ``epochs`` (10) / ``batch_size`` (64): fine-tuning.
+- ``lr`` (3e-4; upstream 1e-5 for ResNets): SGD rate, tuned on digits.
+- ``max_retain_drop`` (0.15) / ``check_every`` (10) / ``max_backoffs`` (3): the safeguard (1 = off).
 
-Safeguard (not in the paper, recorded in ``info`` when it fires): after every fine-tuning epoch, and
-every ``check_every`` steps within one, the model's accuracy on a 512-sample retain probe (third-party
-samples when there is no retain set; used only to decide when to stop, never to train) is compared with
-the original's; when it costs more than ``max_retain_drop``, the steps since the last check that held
-are undone (weights and momentum) and the learning rate halved (``safeguard: retain_drop_backoff``), at
-most ``max_backoffs`` times; then fine-tuning stops there (``retain_drop_stop``; ``info`` adds
-``safeguard_epoch``, ``safeguard_step`` and ``backoffs``). Without it, on a Fashion-MNIST CNN random 10%
-case, boundary halved retain accuracy (46%, issue 9). Checks within an epoch matter on large forget
-sets: on full Fashion-MNIST (5,400 forget samples, 85 steps an epoch; MLP, seed 0,
-benchmarks/resnet_cpu_proxy.py --model mlp --n-train 0) the first whole epoch of a random 10% request
-already cost more than 15 points, so an epoch-level check could only refuse the request; checked every
-10 steps it stops after 4 backoffs at retain 77.2% (original 92.0%, retrain 91.8%). Boundary shrink on
-a random subset or a backdoor runs into this limit on that model (backdoor: retain 77.8%, ASR 99.9% -> 14.2%); on class 3 the guard never fires.
+Departures from the paper (evidence in docs/design/boundary.md):
+- The true label is excluded from the argmax, as the paper's "nearest but incorrect class" says (upstream keeps
+  the true class when the attack fails); labels are computed once (the attack is deterministic: same result).
+- Safeguard (``safeguard: retain_drop_backoff`` / ``retain_drop_stop``): every ``check_every`` steps and after each
+  epoch, a retain probe more than ``max_retain_drop`` under the original's undoes the steps since the last good
+  check and halves the rate, at most ``max_backoffs`` times, then stops, because boundary halved retain accuracy
+  on a Fashion-MNIST random request.
 """
 from __future__ import annotations
 

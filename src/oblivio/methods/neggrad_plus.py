@@ -1,22 +1,20 @@
 """NegGrad+: gradient ascent on the forget set and descent on the retain set, in one loss.
 
-Kurmanji et al., "Towards Unbounded Machine Unlearning" (SCRUB paper, NeurIPS 2023) introduced it
-as ``beta * CE(retain) - (1 - beta) * CE(forget)``; Deep Unlearn (Cadet et al., arXiv 2410.01276)
-found it, tuned, the strongest simple baseline. The defaults are those of the ReGUn reference code
-(jmirlach/ReGUn ``conf/unlearn/neggradp.yaml``, the rerun behind its published NegGrad+ numbers):
-joint mode, ``retain_weight`` (beta) 0.5, 10 epochs, SGD lr 0.01 (momentum 0.9, no weight decay),
-batch size 128. As upstream (Lightning's ``CombinedLoader`` in ``min_size`` mode) an epoch pairs
-forget and retain batches until the shorter of the two runs out, so an epoch is usually one pass
-over the forget set. Neither paper gives one default for every setting: both tune beta, lr and
-epochs per dataset, which ``oblivio tune`` does here.
+Paper: Kurmanji et al., "Towards Unbounded Machine Unlearning" (NeurIPS 2023) introduced it; Deep Unlearn
+(Cadet et al., arXiv 2410.01276) found it, tuned, the strongest simple baseline. Loss per step:
+``beta * CE(retain) - (1 - beta) * CE(forget)``; an epoch pairs forget and retain batches until the shorter runs
+out (upstream's ``min_size`` mode). Stopping rule: ``epochs`` epochs (plus the safeguard below). Defaults are those
+of the ReGUn reference code (jmirlach/ReGUn ``conf/unlearn/neggradp.yaml``); both papers tune per dataset.
 
-Safeguard (not in the papers; recorded in ``info`` when it fires): the ascent term is unbounded, and
-with these defaults it collapsed memorising models in class and backdoor forgetting (retain accuracy
-10-13% on the memorising Fashion-MNIST CNN, 3 of 3 seeds, H200; 30% on a narrow ResNet-18, CPU).
-After each step the model's accuracy on a 512-sample retain probe is compared with the original's; a
-step that costs more than ``max_retain_drop`` (15 points; at 5 the transient dips of a run that ends
-at retain 99% and forget 0% on digits, retain weight 0.85, already stopped it) is undone and the run
-stops (``safeguard: retain_drop``). A first step that already costs that much is an error: nothing was forgotten.
+Options:
+- ``epochs`` (10) / ``batch_size`` (128).
+- ``lr`` (0.01): SGD, momentum 0.9; ``weight_decay`` (0).
+- ``retain_weight`` (0.5): beta; the forget weight is 1 - beta.
+- ``max_retain_drop`` (0.15): the safeguard (1 = off).
+
+Departure from the papers (evidence in docs/design/neggrad-plus.md): a step that costs more than
+``max_retain_drop`` of retain-probe accuracy is undone and the run stops (``safeguard: retain_drop``; a first step
+that already does is an error), because the unbounded ascent collapsed memorising models.
 """
 from __future__ import annotations
 

@@ -1,30 +1,23 @@
-"""ReGUn: Mirlach et al., "Reference-Guided Machine Unlearning", ICLR 2026 (arXiv 2603.11210;
-reference code: jmirlach/ReGUn, ``mul/regun.py`` and ``conf/unlearn/regun.yaml``).
+"""ReGUn: distil the forget set towards the frozen original's mean prediction on held-out data, keep the retain set.
 
-Faithful: the closest published relative of dm. A frozen copy of the original model is the
-reference. Each step takes a forget batch, a held-out (third-party) batch and a retain batch; the
-target distribution q is the reference's softmax (temperature T) on the held-out batch, averaged
-over the batch (``aggregation="mean_probs"``; ``"mean_logits"`` = softmax of the mean logits), and the
-loss is ``forget_weight * KL(q || softmax(f(x_forget) / T)) + retain_weight * CE(f(x_retain), y_retain)``
-with ``forget_weight = 1 - retain_weight``. One epoch is one pass over the forget set. The held-out
-batch is drawn uniformly (``selector="uniform"``, the code's default) or to match the forget batch's
-class histogram (``"class_informed"``; it falls back to the whole pool for a class with no held-out
-sample). Defaults are the code's: 10 epochs, SGD lr 0.01 (momentum 0.9, no weight decay, no
-scheduler), T = 1, retain weight 0.5, batch size 128 (its CIFAR data config). Upstream's
-``feature_1nn`` selector is not implemented.
+Paper: Mirlach et al., "Reference-Guided Machine Unlearning", ICLR 2026 (arXiv 2603.11210; reference code:
+jmirlach/ReGUn, ``mul/regun.py``, ``conf/unlearn/regun.yaml``); the closest published relative of dm. Each step
+takes a forget, a held-out (third-party) and a retain batch; the target q is the frozen original's softmax (temperature
+T) on the held-out batch, averaged over it; loss ``(1 - retain_weight) * KL(q || softmax(f(x_forget) / T)) +
+retain_weight * CE(f(x_retain), y_retain)``. Stopping rule: ``epochs`` passes over the forget set.
 
-The forget and retain batches go through the model in two forward passes in train mode, as upstream's
-Lightning module does. On a BatchNorm network this lets the forget loss be met through the batch
-statistics of a batch made only of forget samples rather than through the weights: on a narrow
-ResNet-18 (benchmarks/resnet_cpu_proxy.py, Fashion-MNIST backdoor, seed 0) the train-mode KL fell to 0.10
-while the eval-mode model kept the trigger (ASR 100%) and lost 35 points of retain accuracy.
-``joint_forward=True`` (not in the paper, off by default) forwards both batches as one, so BatchNorm
-normalises the forget samples with the retain samples' statistics, as at evaluation: the same case
-ends at ASR 40%, retain 95.3%; on that proxy's random 10% and class 3 requests it forgot less than the
-default (Avg. Gap 13.2 and 20.9 against 8.7 and 16.5), so it is an option, and ``oblivio tune`` searches it.
+Options (defaults are the code's):
+- ``epochs`` (10) / ``batch_size`` (128, for all three batches).
+- ``lr`` (0.01): SGD, momentum 0.9; ``weight_decay`` (0).
+- ``temperature`` (1) / ``retain_weight`` (0.5).
+- ``selector`` ("uniform" | "class_informed": held-out batch matching the forget batch's class histogram).
+- ``aggregation`` ("mean_probs" | "mean_logits": softmax of the mean logits).
+- ``joint_forward`` (False): forget and retain batches in one forward pass (not in the paper).
 
-Adapted: the reference's logits on the held-out pool are computed once (the reference is frozen,
-so this equals upstream's per-batch forward passes); batches are seeded from the request's seed.
+Departures from the paper (evidence in docs/design/regun.md): upstream's ``feature_1nn`` selector is not
+implemented; the reference's held-out logits are computed once (it is frozen: same result); ``joint_forward`` is
+offered, off by default, because two train-mode forwards let BatchNorm nets meet the forget loss through batch
+statistics, but joint forwarding forgot less on the random and class requests.
 """
 from __future__ import annotations
 

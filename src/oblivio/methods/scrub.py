@@ -1,71 +1,30 @@
-"""SCRUB: Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023
-(reference code: meghdadk/SCRUB, ``train_distill`` in its repdistiller loops).
+"""SCRUB: teacher-student unlearning that alternates forgetting on the forget set with distillation on the retain set.
 
-Faithful: the teacher is the frozen original model, the student a copy. Each of ``sgda_epochs``
-epochs first runs (only while epoch <= ``msteps``) a max-step pass over the forget set that
-*maximises* KL(teacher || student) at temperature ``kd_T`` (loss = -KL), then a min-step pass over
-the retain set minimising ``gamma * CE + alpha * KL``. KL is scaled by T^2 and averaged per sample,
-as upstream's DistillKL. One SGD optimiser (momentum 0.9, weight decay 5e-4) serves both passes and
-its rate is multiplied by ``lr_decay_rate`` for every milestone in ``lr_decay_epochs`` already passed.
+Paper: Kurmanji et al., "Towards Unbounded Machine Unlearning", NeurIPS 2023 (reference code: meghdadk/SCRUB,
+``train_distill``). The teacher is the frozen original, the student a copy. Each of ``sgda_epochs`` epochs runs,
+while epoch <= ``msteps``, a max-step pass over the forget set with loss -KL(teacher || student) at temperature
+``kd_T``, then a min-step pass over the retain set with loss ``gamma * CE + alpha * KL`` (KL scaled by T^2, per
+sample). One SGD optimiser serves both. Stopping rule: the fixed epoch budget (plus the safeguard below).
 
-Defaults are those of upstream's ``large_scale_unlearning.ipynb`` (ResNet / All-CNN on CIFAR-10; its
-``small_scale_unlearning.ipynb`` uses 10 epochs, msteps 3, T 2, gamma 1, alpha 0.5): 3 epochs
-(``sgda_epochs``), msteps 2, T 4, gamma 0.99, alpha 0.001, SGD momentum 0.9 and weight decay 5e-4, decay
-milestones (3, 5, 9). That notebook's loaders take retain batches of 256 and forget batches of 512 (its
-``sgda_batch_size`` 128 and ``del_batch_size`` 32 are set but never used).
+Options (defaults from upstream's ``large_scale_unlearning.ipynb`` unless said):
+- ``sgda_epochs`` (3): epochs of max + min steps.
+- ``msteps`` (2): epochs that include a max-step pass.
+- ``lr`` (0.004; upstream 5e-4): SGD rate, momentum 0.9.
+- ``kd_T`` (4): distillation temperature.
+- ``gamma`` (0.99) / ``alpha`` (0.001): weights of CE and KL in the min-steps.
+- ``batch_size`` (64) / ``forget_batch_size`` (32): retain and forget batches (upstream 256 / 512).
+- ``weight_decay`` (5e-4); ``lr_decay_epochs`` ((3, 5, 9)) and ``lr_decay_rate`` (0.1): the rate's milestones.
+- ``max_grad_norm`` (None): optional cap on the max-step gradient norm.
+- ``max_retain_drop`` (0.15) / ``max_backoffs`` (3): the max-step safeguard (1 = off).
 
-Adapted: the learning rate (5e-4 upstream) is raised on digits (the result is sensitive to it: see
-Config), and the batches are smaller (retain 64, forget 32): a 512-sample forget batch would make a
-digits forget set of ~130 samples a single max-step per epoch. On the digits MLP (bench recipe, seeds
-0-2, random / class 3 / backdoor) 3 epochs give the Avg. Gaps of 10 (within 0.4 points in every cell but
-one, backdoor seed 0: 24.5 vs 23.5) in 40% of the time.
-
-Departure (the NaN / collapse fix): the max-step pushes a forget sample away from the teacher only
-while the student still predicts the teacher's class for it; a sample already moved off it is masked
-out of -KL (the batch sum is still divided by the batch size), and a batch with none left is skipped
-(``info["max_steps_skipped"]``). Root cause of the failures this fixes: -KL is unbounded below and
-the student starts *at* its minimum (student = teacher, KL = 0, gradient 0), so SGD with momentum
-leaves it along an exponentially growing path: on a Fashion-MNIST CNN (class 3, 2,700-sample pool)
-the batch KL grew about 4x per max-step (3e-7 -> 4.6 in 16 steps, gradient norm 5e-7 -> 30). The
-number of max-steps is (forget size / 32) x ``msteps``, so a larger forget set ran long enough to
-destroy the model (retain 83% -> 12% after the min-steps, the "RA 10%" case) or overflow the logits
-(NaN, as on a 20k-image Fashion-MNIST on a GPU). With the mask the same case ends at retain 87%,
-forget 0%, test 76.5% (the original: 83 / 86 / 80). The mask alone does not stop the runaway while
-some samples are still unmoved (random forgetting, where the forget samples share all their features
-with the retain set), so ``max_grad_norm`` can also cap the max-step gradient norm. Digits MLP, seed
-0, with more max-steps than the defaults (forget batch 8, msteps 2 / forget batch 4, msteps 3):
-upstream's update gave NaN on class 3 and retain 11% on random 10%; the mask alone gives class 3
-retain 99% / forget 0% and random 10% retain 87% / 22% (the second collapsed, and the bench warns);
-mask + cap 3 gives random 98% / 85%. The cap is off by default because at 3 it kept the digits
-backdoor (ASR 85% instead of < 25%) and at 10 it no longer prevented the collapse.
-Whether the student still predicts the teacher's class is judged in eval mode (BatchNorm on its running
-statistics), as the model is used and as the teacher runs. Judged in train mode, a batch made only of
-forget samples is normalised with its own statistics, and on BatchNorm nets the samples looked moved
-after a few steps while the model in use still predicted the teacher's class: on the narrow ResNet-18
-proxy's backdoor (benchmarks/resnet_cpu_proxy.py, Fashion-MNIST, seed 0, batch 256) the max-steps
-skipped 17 of 24 batches and the trigger stayed (ASR 100%, as on ResNet-18 on an H100); judged in eval
-mode (with the halvings below), ASR 3.0% at retain 98.2%. Same proxy, Avg. Gap to the retrain: random 10%
-7.93 -> 5.27 (the max-steps now act: forget accuracy 100 -> 90.8%, retain 93.1%), backdoor 49.6 -> 0.65,
-class 3 0.09 -> 2.70 (8.5% of the class comes back in the min-steps, where before none did). On nets
-without BatchNorm the two judgements are the same. The KL is also computed from
-log-probabilities on both sides (``kl_per_sample``), so an underflowed teacher probability cannot
-produce NaN.
-
-Safeguard on the max-steps (not in the paper; recorded in ``info`` when it fires): the mask bounds
-which samples are pushed, not how far, and a student in train mode (BatchNorm batch statistics) differs
-from the eval-mode teacher from the first step, so on BatchNorm ResNets the runaway starts at once.
-ResNet-18 on full Fashion-MNIST (random 10%, H200) ended at retain 54.6% after all its min-steps; a
-narrow ResNet-18 on 3,600 images (benchmarks/resnet_cpu_proxy.py, seed 0) at 70.9%. With the
-safeguard the latter stops at max-step 8 (probe 96.7% -> 63.7% after it) and ends at retain 97.6%.
-After each max-step the retain-probe accuracy is compared with the original's; a step that costs
-more than ``max_retain_drop`` is undone, the optimiser momentum (which carries the runaway) is
-dropped and the max-steps' rate is halved (``info["max_step_backoffs"]``); the next such step after
-``max_backoffs`` halvings ends the max-steps for the run (``safeguard: retain_drop``); the min-steps go
-on. The threshold (15 points) leaves the intended, repairable damage alone: on the digits backdoor the
-max-steps cost 10 points, which the min-steps repair (ASR 99% -> 3%). The halvings matter once every
-unmoved sample is pushed (the eval-mode judgement above): on a BatchNorm CNN on the digits backdoor (seed
-0) the second max-step cost 15.04 points, and ending the max-steps there left ASR at 90.7%; after one
-halving the max-steps go on and the trigger goes (ASR 0%, retain 99.9%).
+Departures from the paper (evidence in docs/design/scrub.md):
+- Rate and batches are tuned on digits: upstream's rate and 512-sample forget batches do too few steps on small data.
+- A max-step pushes only forget samples the student still gives the teacher's class (judged in eval mode), since
+  -KL is unbounded below and the unmasked update diverged (NaN) or collapsed the model.
+- KL is computed from log-probabilities on both sides (``kl_per_sample``), so an underflowed probability gives no NaN.
+- Safeguard (``info["safeguard"]``, ``info["max_step_backoffs"]``): a max-step costing more than ``max_retain_drop``
+  of retain-probe accuracy is undone, momentum dropped and the rate halved; after ``max_backoffs`` halvings the
+  max-steps end (the min-steps go on), because BatchNorm ResNets ran away from the first max-step.
 """
 from __future__ import annotations
 

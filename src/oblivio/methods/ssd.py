@@ -1,69 +1,29 @@
-"""SSD: Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic
-Dampening", AAAI 2024 (reference code: if-loops/selective-synaptic-dampening, ``ParameterPerturber``).
+"""SSD: dampen the parameters far more important to the forget set than to the whole training set.
 
-Faithful: retraining-free. Importances are diagonal Fisher estimates of the cross-entropy on the
-full training data (retain + forget) and on the forget data. Every parameter whose forget importance
-exceeds ``alpha`` times its global importance is multiplied by
-``beta = min((lambda * global / forget) ** exponent, 1)``; all others are untouched.
+Paper: Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening", AAAI 2024
+(reference code: if-loops/selective-synaptic-dampening, ``ParameterPerturber``). Retraining-free: importances are
+diagonal Fisher estimates of the cross-entropy on the full training data (retain + forget) and on the forget data;
+every parameter whose forget importance exceeds ``alpha`` times its global importance is multiplied by
+``beta = min((lambda * global / forget) ** exponent, 1)``, all others untouched. No steps, so no stopping rule: one
+dampening (redone by the safeguard below).
 
-Defaults are the paper's and its reference code's: selection weighting alpha = 10, dampening lambda = 1,
-exponent 1. The importance is the paper's written definition, the diagonal empirical Fisher (mean over
-samples of the squared per-sample gradient, with ``torch.func`` in chunks of ``batch_size``:
-``per_sample=True``). The reference code (``ParameterPerturber.calc_importance``) estimates it from
-mini-batches instead (the squared batch-mean gradient, averaged over batches), with the batch size of
-its scripts: 64 for class forgetting (``forget_full_class_main.py``'s ``-b`` default, which its shell
-scripts do not override) and 128 for random forgetting (``forget_random_main.py``); ``per_sample=False``
-computes that estimate with ``batch_size`` (64 by default).
+Options:
+- ``alpha`` (10, the paper's): selection weighting.
+- ``ceiling_fraction`` (0.5): ``alpha`` is at most this share of the forget/global ratio's ceiling (1 = no cap).
+- ``dampening`` (1, the paper's lambda) and ``exponent`` (1): the dampening factor.
+- ``per_sample`` (True): the paper's per-sample Fisher diagonal; False: the reference code's mini-batch estimate.
+- ``batch_size`` (64): mini-batch size (per_sample=False) or chunk size of the per-sample gradients.
+- ``max_retain_drop`` (0.15) / ``max_backoffs`` (14): the safeguard (1 = off).
 
-Adapted: the selection weighting is capped below the largest forget/global importance ratio the
-estimate allows, and that ratio is derived from the estimate actually used. The global importance is
-the mean over the retain samples' and the forget samples' terms (per sample, or per batch: the retain
-batches, then the same forget batches the forget importance is computed from, as the reference code's
-unshuffled ``ConcatDataset(retain, forget)`` loader gives when the retain size is a multiple of the batch),
-so a parameter's forget importance exceeds its global one at most ``ceiling`` = terms / forget terms
-times (N / N_forget per sample; batches / forget batches for the mini-batch estimate), when only forget
-samples move it. With ``alpha`` >= the ceiling nothing can ever be selected. The paper's settings forget
-at most ~5% of the data (a CIFAR-100 class: ceiling 100; a CIFAR-20 superclass: 20), where alpha 10 is
-0.1-0.5 of the ceiling; a 10-class dataset's class, or a 10% random or poisoned subset, has ceiling ~10,
-where the paper's alpha dampens nothing (gpu.yaml on an H100: ResNet-18, full Fashion-MNIST, ssd forgot
-nothing in all three scenarios). So ``alpha`` is lowered to ``ceiling_fraction * ceiling`` (0.5) when it
-is larger, and ``info["alpha_capped"]`` says so (``info["ceiling"]`` is the ceiling); where the paper ran,
-the cap does not bind.
-
-Why per-sample by default: the cap needs a bound the estimate obeys. The mini-batch estimate obeys it
-only for the exact forget batches; its size depends on how the batches mix classes. For a class request
-the forget batches hold one class, whose batch-mean gradients add up, while mixed retain batches' cancel,
-so the forget/global ratio is driven by batch composition rather than by the forget set's use of a
-weight (the reference code's class script happens to feed the retain set sorted by class). Measured on
-digits (MLP, seeds 0-2, the bench's recipe) with the global importance over a separate, shifted loader
-(the previous estimate here): the largest ratio was 801 (class 3) and 4,691 (random 10%) against a
-ceiling of ~10, so the cap selected thousands of weights, the safeguard below raised alpha to 29-114 and
-class 3 stayed learned at retain ~85% (Avg. Gap 30-54). Per sample, the bound holds exactly: class 3 is
-forgotten with retain ~99% (Avg. Gap 0.04-0.30). Results of both estimates, and of an independent
-implementation on the same originals and splits, are in benchmarks/RESULTS.md ("SSD: importance
-estimate and cap").
-
-Earlier measurements (the mini-batch estimate of batch 128 with the cap on N / N_forget; seed 0,
-Fashion-MNIST, gpu.yaml's training recipe): class 3 on a narrow BatchNorm ResNet-18 (4k images) forget
-accuracy 100% -> 0% with retain 99.97% -> 99.82% (alpha 10: 249 weights dampened, nothing forgotten),
-its backdoor ASR 100% -> 24.5% with retain 99.97% (alpha 10: 100%); on the full-data MLP class 3
-93.5% -> 0% with retain 91.9% -> 86.7%, but its backdoor stays (ASR 99.9% -> 99.7%; alpha 1: 97%).
-
-Without the cap (the reference code as is, digits MLP): a random 10% forget set has ~29% of the weights
-dampened (test accuracy 96% -> 61%), class 3 retain accuracy falls to 27-58%, and a backdoor is left in
-place. Alpha, the cap's share of the ceiling, lambda and the estimate are settings to *tune* (``oblivio
-tune``), not defaults.
-
-Safeguard (not in the paper; recorded in ``info`` when it fires): with the paper defaults the dampening
-collapsed a narrow BatchNorm ResNet-18 on Fashion-MNIST class 3 (retain 91% -> 63%, seed 1 of
-benchmarks/resnet_cpu_proxy.py). After dampening, the retain-probe accuracy is compared with the
-original's; while it is more than ``max_retain_drop`` lower, the original weights are restored and the
-dampening redone with the selection weighting alpha raised 1.25x (fewer, more forget-specific parameters), at
-most ``max_backoffs`` times (``safeguard: alpha_raised``, ``final_alpha``); the last attempt is kept. The
-steps are small because the dampened share can fall off a cliff: on seed 1 of the same proxy (class 3,
-batch estimate) alpha 7.5 dampens 47k weights (retain 54.6%), 8 dampens 34k (forget 0%, retain 85.4%),
-9 dampens 15k (forget 94%, retain 99.7%) and 10 dampens 5k (forget 99.7%); with 1.5x steps from the cap
-(5.3 -> 8.0 -> 11.9) the guard skipped that window and forgot nothing.
+Departures from the paper (evidence in docs/design/ssd.md):
+- ``alpha`` is capped at ``ceiling_fraction`` of the largest ratio the estimate allows (N / N_forget per sample;
+  ``info["alpha_capped"]``, ``info["ceiling"]``): at the paper's alpha a 10-class dataset's class or a 10% subset
+  has a ceiling of ~10 and nothing is dampened; where the paper ran, the cap does not bind.
+- The importance is per sample by default, because only that estimate obeys the bound the cap relies on (the
+  mini-batch one depends on how batches mix classes).
+- Safeguard (``safeguard: alpha_raised``, ``final_alpha``): while the retain probe is more than ``max_retain_drop``
+  below the original's, the weights are restored and the dampening redone with alpha raised 1.25x, because the
+  paper's defaults collapsed a BatchNorm ResNet and larger steps skipped the window that forgets without collapse.
 """
 from __future__ import annotations
 

@@ -1,30 +1,27 @@
-"""UNSIR: Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023
-(reference code: vikram2000b/Fast-Machine-Unlearning).
+"""UNSIR: impair with error-maximising noise for the forget labels, then repair on retain data.
 
-Faithful, for class forgetting: for each forgotten class, a batch of noise (``noise_per_class``
-samples, from N(0, 1)) is learned with Adam to *maximise* the model's cross-entropy for that class,
-with an L2 penalty ``noise_reg * mean ||noise||^2`` (upstream: 5 epochs x 8 steps, lr 0.1, penalty
-0.1). Impair: one epoch of Adam (lr 0.02) on the noise, labelled with ITS forget class, mixed with
-up to ``retain_per_class`` retain samples of every other class. Repair: one epoch of Adam
-(lr 0.01) on the same retain samples. Fixed: one upstream notebook labels all noise as class 0;
-here each noise sample carries the class it was optimised against. Upstream repeats its single noise
-batch 20 times in the impair set; ``noise_copies`` does the same.
+Paper: Tarun et al., "Fast Yet Effective Machine Unlearning", IEEE TNNLS 2023 (reference code:
+vikram2000b/Fast-Machine-Unlearning). Per forgotten class, a noise batch is learned with Adam to maximise the model's
+cross-entropy for that class, with penalty ``noise_reg * mean ||noise||^2``. Impair: Adam on the noise (labelled
+with its class) mixed with retain samples of the other classes; repair: Adam on the same retain samples.
+Stopping rule: fixed epoch counts (plus the safeguard below).
 
-Adapted, for random-subset and backdoor forgetting (UNSIR is defined for classes only): one noise
-sample is learned per forget sample, against that sample's trained label (for a backdoor: the
-target class), and carries that label in the impair step; the retain samples are the same.
-Epoch counts and learning rates are tuned on digits where the published ones do too few steps.
+Options:
+- ``noise_steps`` (40) / ``noise_lr`` (0.1) / ``noise_reg`` (0.1): learning the noise.
+- ``noise_per_class`` (256) / ``noise_copies`` (1; upstream repeats its noise 20 times).
+- ``retain_per_class`` (1000): retain samples per kept class.
+- ``impair_epochs`` (1) / ``impair_lr`` (0.02).
+- ``repair_epochs`` (5; paper 1) / ``repair_lr`` (0.01) / ``batch_size`` (128; paper 256): tuned on digits.
+- ``max_retain_drop`` (0.05) / ``max_repair_epochs`` (20) / ``impair_attempts`` (3): the safeguard.
 
-Safeguard (not in the paper; recorded in ``info`` when it fires): the impair step (Adam at 0.02 on
-noise) can wreck a model that one repair epoch on the paper's CIFAR scale would fix but ``repair_epochs``
-here do not (Fashion-MNIST CNN, random 10%: retain 45 +- 50% over two seeds, issue 9). So after
-``repair_epochs`` the model's accuracy on a 512-sample retain probe is compared with the original's,
-and repair goes on, one epoch at a time, while it is more than ``max_retain_drop`` under it, for at most
-``max_repair_epochs`` in all (``safeguard: extra_repair``, ``extra_repair_epochs``). If the model is
-still that far down (an impair step that kills the network cannot be repaired: digits MLP with
-impair lr 0.2 stayed at 11% retain accuracy through 20 repair epochs), impair and repair start again
-from the original with half the impair rate, up to ``impair_attempts`` runs in all (``safeguard:
-impair_retry``, ``impair_lr`` used).
+Departures from the paper (evidence in docs/design/unsir.md):
+- Each noise sample carries the class it was optimised against (one upstream notebook labels all noise class 0).
+- Random subsets and backdoors (UNSIR is defined for classes): one noise sample per forget sample, against its
+  trained label (a backdoor's: the target).
+- Repair epochs and batch size are tuned on digits, where the published ones do too few steps.
+- Safeguard (``safeguard: extra_repair`` / ``impair_retry``): while the retain probe is more than
+  ``max_retain_drop`` under the original's, repair goes on (up to ``max_repair_epochs``), then impair restarts from
+  the original at half the rate (up to ``impair_attempts``), because the impair step wrecked small models.
 """
 from __future__ import annotations
 
