@@ -1,43 +1,112 @@
-"""benchmarks/publish.py: RESULTS.md's generated sections come from bench outputs, replaced in place on rerun."""
+"""benchmarks/publish.py: RESULTS.md and docs/benchmarks/ are generated, whole, from the committed bench outputs."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from oblivio.bench import parse_config, run_benchmark
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def publish(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def publish():
     spec = importlib.util.spec_from_file_location("publish", ROOT / "benchmarks" / "publish.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setattr(module, "HERE", tmp_path)  # results/ copies go to the test's folder
     return module
 
 
-def test_sections_are_generated_and_replaced(publish, tmp_path):
-    cfg = {"name": "tiny-pub", "dataset": {"name": "digits"}, "model": "mlp", "train": {"epochs": 2}, "seeds": [0],
-           "threads": 1, "scenarios": {"random": {"fraction": 0.1}}, "methods": ["ft"]}
-    run_benchmark(parse_config(cfg), tmp_path / "tiny-pub", progress=False)
-    results = tmp_path / "RESULTS.md"
-    results.write_text(f"# Results\n\nintro\n\n{publish.INTRO_END}\n\n## Older notes\n")
-    assert publish.publish([tmp_path / "tiny-pub"], results) == ["tiny-pub"]
-    text = results.read_text()
-    assert text.index("intro") < text.index("<!-- generated: tiny-pub -->") < text.index("## Older notes")
-    assert "## oblivio bench: tiny-pub" in text and "| retrain (other seed) |" in text
-    assert "`oblivio bench --config None --out runs/bench/tiny-pub`" in text
-    assert (tmp_path / "results" / "tiny-pub" / "runs.csv").is_file()
-    publish.publish([tmp_path / "tiny-pub"], results)  # a rerun replaces the section, it does not add a second
-    assert results.read_text().count("<!-- generated: tiny-pub -->") == 1
+def _summary(scenario: str, method: str, gap: float, **marks) -> dict:
+    return {"scenario": scenario, "method": method, "n": 4, "failed": 0, "refused": 0, "unchanged": 0, "warned": 0,
+            "avg_gap_mean": gap, "avg_gap_std": 0.1, "avg_gap_low": gap - 0.1, "avg_gap_high": gap + 0.1,
+            "time_ratio_mean": 0.5, "time_ratio_std": 0.0, "TA_mean": 90.0, "train_acc_mean": 99.0,
+            "seconds_mean": 2.0, **marks}
 
 
-def test_a_folder_that_is_not_a_bench_output_is_refused(publish, tmp_path):
-    results = tmp_path / "RESULTS.md"
-    results.write_text(publish.INTRO_END + "\n")
+def tiny_bench(folder: Path) -> Path:
+    """A synthetic bench output: one scenario, the marks a significance test would have written."""
+    folder.mkdir(parents=True)
+    summary = [_summary("random", "original", 9.0, vs_noise="above"),
+               _summary("random", "retrain", 0.0),
+               _summary("random", "retrain (other seed)", 0.3),
+               _summary("random", "zeta", 0.9, vs_best="tied", vs_noise="above"),    # 2nd, tied with the best
+               _summary("random", "alpha", 0.5, vs_best="best", vs_noise="within"),
+               _summary("random", "beta", 1.5, vs_best="worse", vs_noise="above", refused=2)]
+    doc = {"header": {"benchmark": folder.name, "config": "tiny.yaml", "date": "2026-12-01T00:00:00+00:00",
+                      "cpu": "cpu", "cpu_count": 2, "device": "cpu", "torch": "x", "torch_threads": 1,
+                      "git_commit": "abc1234", "seeds": [0, 1], "wall_seconds": 1.0, "executor": "serial"},
+           "config": {"name": folder.name, "dataset": {"name": "digits"}, "model": "mlp", "train": {"epochs": 2},
+                      "seeds": [0, 1], "scenarios": {"random": {"fraction": 0.1, "kind": "random"}},
+                      "methods": {"alpha": {}, "beta": {}, "zeta": {}}, "population": None, "sequential": None},
+           "summary": summary, "runs": [], "sequential_summary": [], "sequential_runs": [], "tuning": [],
+           "population": []}
+    (folder / "results.json").write_text(json.dumps(doc))
+    (folder / "results.md").write_text(f"# oblivio bench: {folder.name}\n\n## random\n\n| Method |\n|---|\n| alpha |\n")
+    for f in ("summary.csv", "runs.csv"):
+        (folder / f).write_text("# benchmark: tiny\nscenario,method\n")
+    return folder
+
+
+def test_the_committed_results_md_is_what_publish_regenerates(publish, tmp_path):
+    results = shutil.copytree(ROOT / "benchmarks" / "results", tmp_path / "results")
+    files = publish.generate(results)
+    assert files["benchmarks/RESULTS.md"] == (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    for path, text in files.items():  # docs/benchmarks/* too: byte-identical, nothing edited by hand
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run python benchmarks/publish.py"
+    assert publish.main(["--check", "--results-dir", str(results)]) == 0
+
+
+def test_results_md_is_short_and_opens_with_a_leaderboard(publish):
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) < 300
+    assert lines[0] == "# Benchmark results" and "generated by `python benchmarks/publish.py`" in lines[2]
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("| # |"))
+    assert first_table < 15 and lines[first_table + 2].startswith("| 1 | ")
+    assert "## Request ledger throughput" in text and ("**met**" in text or "**missed**" in text)
+
+
+def test_leaderboard_marks_ties_as_the_significance_data_says(publish, tmp_path):
+    results = tmp_path / "results"
+    tiny_bench(results / "tiny")
+    text = publish.generate(results)["benchmarks/RESULTS.md"]
+    board = [line for line in text.splitlines() if line.startswith("| ")]
+    assert board[0] == "| # | random |"
+    assert board[1].startswith("| 1 | alpha 0.50 [0.40, 0.60] **best**, *within noise* · 0.50×")
+    assert board[2].startswith("| 2 | zeta 0.90 [0.80, 1.00] **tied** ·")       # the bench's mark, not recomputed
+    assert board[3].startswith("| 3 | beta (2 forgot nothing) 1.50 [1.40, 1.60] worse ·")
+    assert board[4].startswith("| noise floor: retrain (other seed) | 0.30")
+    assert board[5].startswith("| original | 9.00") and "train 99.0% / test 90.0%" in board[5]
+    assert board[6].startswith("| gold retrain | train 99.0% / test 90.0%; 2.0 s")
+    decision = publish.generate(results)["docs/benchmarks/decision-table.md"]
+    assert not decision.lstrip().startswith("#")  # a fragment for --8<--: no heading of its own
+    row = next(line for line in decision.splitlines() if "tiny: random" in line)
+    assert "| alpha 0.50 (0.50×) | zeta 0.90 (0.50×) | alpha (floor 0.30) |" in row and "beta forgot nothing 2/4" in row
+
+
+def test_copy_in_then_check(publish, tmp_path):
+    results, root = tmp_path / "results", tmp_path / "root"
+    results.mkdir()
+    tiny_bench(tmp_path / "runs" / "tiny")
+    args = ["--results-dir", str(results), "--root", str(root)]
+    assert publish.main([str(tmp_path / "runs" / "tiny"), *args]) == 0
+    assert (results / "tiny" / "runs.csv").is_file() and (root / "docs" / "benchmarks" / "tiny.md").is_file()
+    assert "`oblivio bench --config tiny.yaml --out runs/bench/tiny`" in (root / "benchmarks" / "RESULTS.md").read_text()
+    assert publish.main(["--check", *args]) == 0
+    (root / "docs" / "benchmarks" / "index.md").write_text("edited by hand\n")
+    assert publish.main(["--check", *args]) == 1
     with pytest.raises(SystemExit, match="not a bench output folder"):
-        publish.publish([tmp_path], results)
+        publish.main([str(tmp_path / "runs"), *args])
+
+
+def test_ledger_target_met_or_missed(publish):
+    row = {"db": "postgresql", "clients": 32, "per_s": 600.0, "p50_ms": 20.0, "p99_ms": 150.0}
+    doc = {"rows": [row]}
+    assert "**met**" in publish.ledger_verdict(doc)
+    assert "**missed**, measured 600 requests/s, p99 250 ms" in publish.ledger_verdict({"rows": [row | {"p99_ms": 250}]})
+    assert "**not measured**" in publish.ledger_verdict({"rows": [row | {"db": "sqlite"}]})
+    committed = json.loads((ROOT / "benchmarks" / "results" / "ledger-throughput" / "results.json").read_text())
+    assert committed["kind"] == publish.LEDGER_KIND and {r["db"] for r in committed["rows"]} == {"sqlite", "postgresql"}
