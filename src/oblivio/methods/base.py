@@ -1,13 +1,19 @@
 """The unlearning interface: a method is a class with a name, a config dataclass and ``unlearn``.
 
 A new method is one new file in this folder that subclasses ``Unlearner`` and is decorated
-with ``@register``; ``methods/__init__.py`` imports every module here.
+with ``@register``; ``methods/__init__.py`` imports every module here. A method shipped in another
+package is a plug-in: an entry point in the ``oblivio.methods`` group (see ``load_plugins``).
+``oblivio.testing.check_unlearner`` runs the checks every method must pass.
+
+This module depends on no other module of ``methods`` (``common`` builds on it, never the reverse).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import time
+import types
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,6 +25,7 @@ from torch.utils.data import Dataset as TorchDataset, TensorDataset
 from ..device import autocast
 from ..errors import OblivioError
 from ..models import running_stats_for_single_samples
+from ..training import accuracy, tensors_of
 from ..validation import check_options
 
 COLLAPSE_DROP = 0.2  # retain accuracy falling more than 20 points under the original's is a collapse
@@ -48,12 +55,31 @@ class UnlearnData:
 
 NOTHING_TO_FORGET = "nothing_to_forget"
 
+# info keys with one meaning for every method (``UnlearnResult``); none is required of a method, but where
+# present each has this type (checked by ``oblivio.testing.check_unlearner``). Lines of text are one line.
+INFO_KEYS: dict[str, tuple[type, str]] = {
+    "steps": (int, "optimiser steps taken (the methods that step)"),
+    "stopped_by": (str, "what ended the run early or on time, e.g. budget, safeguard, unseen_level"),
+    "safeguard": (str, "which retain-accuracy safeguard fired, when one did"),
+    NOTHING_TO_FORGET: (bool, "the method proved there is nothing to forget; the model is returned unchanged"),
+    "reason": (str, "why there was nothing to forget (one line; with nothing_to_forget)"),
+    "warnings": (list, "one-line warnings, e.g. a retain-accuracy collapse (added by Unlearner.unlearn)"),
+    "verified": (str, "what changed, by oblivio.unlearn's verification (added by oblivio.unlearn)"),
+    "forgot_nothing": (str, "verification's refusal, kept by oblivio.unlearn(verify='record')"),
+}
+
 
 @dataclass
 class UnlearnResult:
     """The unlearned model (a new object; the input model is never modified) and what the run did.
 
-    ``info`` convention: a method whose own stopping rule proves there is nothing to forget (e.g.
+    ``info`` is the one place the run's account lives (the CLI prints it, checkpoints and the ledger store
+    it): string keys, JSON values (numbers, strings, booleans, None, lists and dicts of them). A method
+    chooses its own keys; those in ``INFO_KEYS`` mean the same thing for every method and have the type
+    given there. ``Unlearner.unlearn`` adds ``warnings`` (a retain-accuracy collapse); ``oblivio.unlearn``
+    adds ``verified`` (what changed), or ``forgot_nothing`` with ``verify="record"``.
+
+    A method whose own stopping rule proves there is nothing to forget (e.g.
     dm's forget set already indistinguishable from unseen data) sets ``info["nothing_to_forget"] =
     True`` and ``info["reason"]`` (one line); ``oblivio.unlearn`` then reports the
     unchanged model as done and states why. Any other result must measurably change the model.
@@ -138,8 +164,6 @@ class Unlearner(ABC):
 
 def subsample(part: TorchDataset, size: int, seed: int) -> TensorDataset:
     """A seeded random sample of at most ``size`` samples of ``part``."""
-    from .common import tensors_of
-
     x, y = tensors_of(part)
     if len(y) > size:
         idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
@@ -157,8 +181,6 @@ def probe_set(data: UnlearnData, size: int = PROBE_SIZE) -> TorchDataset | None:
 
 def collapse_warning(original: nn.Module, unlearned: nn.Module, data: UnlearnData, drop: float = COLLAPSE_DROP) -> str | None:
     """A warning when the unlearned model's accuracy on a retain probe is more than ``drop`` under the original's."""
-    from ..training import accuracy
-
     probe = probe_set(data)
     if probe is None:
         return None
@@ -190,6 +212,10 @@ def generic_search_space(defaults: Any, trial: Any) -> dict[str, Any]:
 
 
 _METHODS: dict[str, type[Unlearner]] = {}
+PLUGIN_GROUP = "oblivio.methods"
+_plugins_loaded = False
+_BROKEN_PLUGINS: dict[str, str] = {}  # entry-point name -> the one-line reason it failed to load
+_LOADED_PLUGINS: set[str] = set()  # entry-point values already loaded
 
 
 def register(cls: type[Unlearner]) -> type[Unlearner]:
@@ -200,12 +226,56 @@ def register(cls: type[Unlearner]) -> type[Unlearner]:
     return cls
 
 
+def load_plugins() -> dict[str, str]:
+    """Load the plug-in methods: every entry point in the ``oblivio.methods`` group not loaded yet.
+
+    An entry point names a module that registers its methods with ``@register`` (``name = "pkg.module"``)
+    or an ``Unlearner`` subclass (``name = "pkg.module:MyMethod"``, registered if it is not yet). The
+    registry calls this once, on first use; a plug-in that fails to load is skipped with a one-line
+    warning, and asking for it by name (``get_method``) raises that line as an ``OblivioError``.
+    Returns the failures (entry-point name -> reason).
+    """
+    global _plugins_loaded
+    _plugins_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        key = f"{ep.name}={ep.value}"
+        if key in _LOADED_PLUGINS:
+            continue
+        _LOADED_PLUGINS.add(key)
+        try:
+            obj = ep.load()
+            if isinstance(obj, type) and issubclass(obj, Unlearner):
+                if _METHODS.get(obj.name) is not obj:
+                    register(obj)
+            elif not isinstance(obj, types.ModuleType):
+                raise TypeError(f"{ep.value} is neither a module nor an Unlearner subclass")
+        except Exception as e:  # noqa: BLE001 - any failure of third-party code becomes one line
+            detail = (str(e).strip().splitlines() or [""])[0]
+            reason = (f"plug-in method {ep.name!r} ({ep.value}) failed to load: {type(e).__name__}"
+                      + (f": {detail}" if detail else ""))
+            _BROKEN_PLUGINS[ep.name] = reason
+            warnings.warn(reason, RuntimeWarning, stacklevel=2)
+    return dict(_BROKEN_PLUGINS)
+
+
+def _registry() -> dict[str, type[Unlearner]]:
+    if not _plugins_loaded:
+        load_plugins()
+    return _METHODS
+
+
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    """The names of the registered methods, built-in and plug-in, sorted."""
+    return sorted(_registry())
 
 
 def get_method(name: str, config: Any = None, **overrides: Any) -> Unlearner:
     """An instance of the registered method ``name`` with its config (defaults + overrides)."""
-    if name not in _METHODS:
+    methods = _registry()
+    if name not in methods:
+        if name in _BROKEN_PLUGINS:
+            raise OblivioError(_BROKEN_PLUGINS[name])
         raise OblivioError(f"unknown unlearning method {name!r}; choose one of: {', '.join(available_methods())}")
-    return _METHODS[name](config, **overrides)
+    return methods[name](config, **overrides)

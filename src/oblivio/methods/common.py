@@ -11,6 +11,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..batching import DeviceData
 from ..training import check_finite, make_optimizer, tensors_of  # noqa: F401 - re-exported for methods
+from .base import probe_set
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -182,8 +183,6 @@ class RetainGuard:
     """
 
     def __init__(self, model: nn.Module, data, max_drop: float, size: int = 512, max_backoffs: int = 0):
-        from .base import probe_set
-
         probe = probe_set(data, size) if max_drop < 1 else None
         self.max_drop = max_drop
         self.max_backoffs = max_backoffs  # backoffs allowed before a method stops (run_epochs: undo steps, halve lr)
