@@ -138,7 +138,10 @@ def check_options(ctx: _Context) -> None:
         _fail(f"{cls.__name__}.Config is not a dataclass")
     cls()  # the paper defaults must pass validation
     _expects_error("an unknown option", lambda: ctx.unlearn(no_such_option=1), "no_such_option")
-    hints = typing.get_type_hints(cls.Config)
+    try:
+        hints = typing.get_type_hints(cls.Config)
+    except Exception as e:  # noqa: BLE001 - then oblivio cannot check the options' types either
+        _fail(f"the Config's annotations cannot be resolved ({type(e).__name__}: {e}), so option types go unchecked")
     wrong = {int: "not-a-number", float: "not-a-number", bool: "not-a-bool", str: 12345}
     taken = set(inspect.signature(unlearn).parameters)  # an option of that name could not reach the method
     for f in dataclasses.fields(cls.Config):
