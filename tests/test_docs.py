@@ -17,6 +17,7 @@ import re
 import shlex
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,23 @@ def _page_id(p: Path) -> str:
     [pytest.param(p, id=_page_id(p), marks=[pytest.mark.slow] if _page_id(p) in SLOW_PAGES else []) for p in PYTHON_PAGES],
 )
 def test_python_examples_run(page, tmp_path, monkeypatch):
+    """A page's blocks run in one namespace, that of a module registered in sys.modules (as a reader's script
+    would); a method an example registers is taken out of the registry afterwards."""
+    from oblivio.methods import base
+
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(base, "_METHODS", dict(base._registry()))  # plug-ins loaded first, so the copy keeps them
+    module = types.ModuleType("oblivio_docs_example")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    namespace: dict = {"__name__": "__docs__"}
+    namespace = module.__dict__
     try:
         for i, code in enumerate(blocks(page, "python")):
-            exec(compile(code, f"{_page_id(page)}[python block {i}]", "exec"), namespace)
+            # dont_inherit: run as a reader runs them, without this file's "from __future__ import annotations"
+            # (under it, a dataclass defined in a block fails: its string annotations are looked up in a module
+            # that does not exist)
+            exec(compile(code, f"{_page_id(page)}[python block {i}]", "exec", dont_inherit=True), namespace)
     finally:
         torch.set_num_threads(threads)
 
