@@ -1,8 +1,10 @@
-"""The README's shell blocks, run in order in a fresh folder: every command exits 0 (or shows its documented
-non-zero case), and the outputs the README quotes are the ones the code prints now.
+"""The README's shell blocks, and those of the docs pages that were the README's (GPUs, tuning, Ray, language
+models), run in order in a fresh folder: every command exits 0 (or shows its documented non-zero case), and the
+outputs they quote are the ones the code prints now.
 
-The quick tests run the "Command line" and "Tuning" blocks with small settings (a one-seed, two-method
-bench config in place of benchmarks/digits.yaml, 2-3 tuning trials); the slow ones run them as written.
+The quick tests run the README's "Quickstart" block and the tuning page's block with small settings (a one-seed,
+two-method bench config in place of benchmarks/digits.yaml, 2-3 tuning trials); the slow ones run them as written.
+tests/test_docs.py runs the docs' other examples and checks every documented command's options.
 Blocks that need what a test machine lacks are left out and named in ``SKIPPED``: installs and the test
 command itself, a GPU (its documented error is checked instead), a Ray cluster, the 16-32-member
 population benches (tens of minutes), and the ledger's HTTP server.
@@ -23,6 +25,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+TUNING = ROOT / "docs" / "howto" / "tuning.md"
+GPUS = ROOT / "docs" / "howto" / "gpus.md"
+# The pages whose blocks the slow test runs as written, in this order (the README's order before they moved).
+PAGES = (README, GPUS, TUNING, ROOT / "docs" / "howto" / "ray.md", ROOT / "docs" / "howto" / "language-models.md")
 SKIPPED = ("pip install", "python -m pytest", "--device cuda", "--ray", "ray start", "population",
            "publish.py", "oblivio requests", "oblivio serve", "oblivio worker", "curl ", "export OBLIVIO_API_TOKEN",
            "export OBLIVIO_DB_URL_FILE")
@@ -31,9 +37,9 @@ TINY = {"name": "readme-tiny", "dataset": {"name": "digits"}, "model": "mlp",
         "scenarios": {"random": {"fraction": 0.1}, "class": {"classes": [3]}}, "methods": ["ft", "ssd"]}
 
 
-def shell_blocks() -> list[list[str]]:
-    """Each ```bash block of the README as its commands (continuation lines joined, comments dropped)."""
-    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+def shell_blocks(page: Path = README) -> list[list[str]]:
+    """Each ```bash block of ``page`` as its commands (continuation lines joined, comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
     out = []
     for block in blocks:
         commands, current = [], ""
@@ -53,9 +59,9 @@ def runnable(commands: list[str]) -> list[str]:
     return [c for c in commands if not any(s in c for s in SKIPPED)]
 
 
-def block_with(first: str) -> list[str]:
-    """The commands of the README block whose first command starts with ``first``."""
-    return next(b for b in shell_blocks() if b and b[0].startswith(first))
+def block_with(first: str, page: Path = README) -> list[str]:
+    """The commands of the block of ``page`` whose first command starts with ``first``."""
+    return next(b for b in shell_blocks(page) if b and b[0].startswith(first))
 
 
 def run(command: str, cwd: Path, substitutions: dict[str, str] = {}) -> subprocess.CompletedProcess:
@@ -90,7 +96,7 @@ SMALL = {"benchmarks/digits.yaml": "benchmarks/readme-tiny.yaml", "--trials 6": 
 
 
 def test_readme_blocks_are_found_and_the_skipped_ones_named():
-    blocks = shell_blocks()
+    blocks = [b for page in PAGES for b in shell_blocks(page)]
     commands = [c for b in blocks for c in b]
     assert any(c.startswith("oblivio train --dataset digits") for c in commands)
     assert all(c.startswith(("oblivio ", "pip ", "python ", "ray ", "export ", "curl ")) for c in commands), commands
@@ -118,28 +124,28 @@ def in_process(cli, monkeypatch):
 
 
 def test_readme_command_line_and_tuning_blocks_exit_0_on_small_settings(fresh, in_process):
-    """The "Command line" block then the "Tuning" block, in order, on a tiny bench config and 2-3 trials."""
+    """The README's "Quickstart" block then the tuning page's block, in order, on a tiny bench config and 2-3 trials."""
     outputs = {c: in_process(c, fresh, SMALL)[1] for c in runnable(block_with("oblivio train --dataset digits"))}
     assert (fresh / "runs" / "forget.audit" / "audit.json").is_file()  # the audit's own default folder
     audit = next(out for c, out in outputs.items() if c.startswith("oblivio audit"))
     assert "UA: unlearning accuracy" in audit  # the legend
-    tuning = [in_process(c, fresh, SMALL)[1] for c in runnable(block_with("oblivio tune --config"))]
+    tuning = [in_process(c, fresh, SMALL)[1] for c in runnable(block_with("oblivio tune --config", TUNING))]
     assert "2 run now" in tuning[0] and "1 run now" in tuning[1]  # its own study: nothing stale
     assert (fresh / "runs" / "forget-salun.safetensors").is_file()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU block's documented error is for machines without CUDA")
 def test_readme_gpu_block_shows_its_documented_error_without_a_gpu(fresh):
-    command = block_with("oblivio train --dataset fashion-mnist")[0]
+    command = block_with("oblivio train --dataset fashion-mnist", GPUS)[0]
     proc = run(command, fresh)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip() == "error: --device cuda: no CUDA device is available"
-    assert "`error: --device cuda: no CUDA device is available` (exit 2)" in README.read_text()
+    assert "`error: --device cuda: no CUDA device is available` (exit 2)" in GPUS.read_text()
 
 
 def quoted_tune_lines() -> list[str]:
-    """The output lines the README quotes under its tune command (trial lines and the best options)."""
-    text = README.read_text()
+    """The output lines the tuning page quotes under its tune command (trial lines and the best options)."""
+    text = TUNING.read_text()
     block = text[text.index("oblivio tune --config benchmarks/digits.yaml --method salun --scenario random --trials 6 --study"):]
     lines = []
     for line in block.splitlines()[1:]:
@@ -152,7 +158,7 @@ def quoted_tune_lines() -> list[str]:
 
 
 def test_readme_tune_output_first_trial_is_current(fresh):
-    """Trial 0 (the defaults) as the README quotes it; the other trials are checked by the slow test."""
+    """Trial 0 (the defaults) as the tuning page quotes it; the other trials are checked by the slow test."""
     proc = run("oblivio tune --config benchmarks/digits.yaml --method salun --scenario random --trials 1 "
                "--study runs/tune/check.db", fresh)
     assert proc.returncode == 0, proc.stderr
@@ -172,6 +178,8 @@ def test_readme_tune_output_is_current(fresh):
 
 @pytest.mark.slow
 def test_readme_command_line_and_tuning_blocks_exit_0_as_written(fresh):
-    """Every runnable command of the README, in order, as written (the digits bench takes minutes)."""
-    for block in shell_blocks():
-        run_all(runnable(block), fresh)
+    """Every runnable command of the README and the pages in ``PAGES``, in order, as written (the digits bench
+    takes minutes)."""
+    for page in PAGES:
+        for block in shell_blocks(page):
+            run_all(runnable(block), fresh)
