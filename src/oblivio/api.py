@@ -33,6 +33,7 @@ from starlette.middleware import body_limit
 
 from . import __version__
 from .errors import OblivioError
+from .ledger.language import AUTHOR_PATTERN, MAX_AUTHOR_NAME, MAX_AUTHORS
 from .ledger.limits import MAX_CLASSES, MAX_INDICES, MAX_INT, MAX_REASON, MAX_REF, REF_CHARS, REF_PATTERN, TEXT_PATTERN
 
 log = logging.getLogger("oblivio.api")
@@ -82,26 +83,33 @@ def _distinct(schema: dict) -> None:
 Index = Annotated[int, Field(ge=0, le=MAX_INT), BeforeValidator(_json_int)]
 VersionId = Annotated[int, Field(ge=1, le=MAX_INT), BeforeValidator(_json_int)]
 Ref = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_REF, pattern=REF_PATTERN)]
+AuthorName = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=MAX_AUTHOR_NAME, pattern=AUTHOR_PATTERN)]
 Sha256 = Annotated[str, StringConstraints(strict=True, pattern=r"^[0-9a-fA-F]{64}$")]
 RequestId = Annotated[int, Path(ge=1, le=MAX_INT, description="the request's id"), BeforeValidator(_decimal)]
 RefPath = Annotated[str, Path(min_length=1, max_length=MAX_REF, pattern=REF_PATTERN, description=f"external reference: {REF_CHARS}")]
 
 # The cross-field rules, stated in the schema too (so a schema-valid body is never refused for its shape):
-# exactly one of model_sha256 / model_version; random takes indices, class takes classes, backdoor neither.
+# exactly one of model_sha256 / model_version; random takes indices, class takes classes, author takes authors
+# (a language model), backdoor none of them.
 _RULES = {"allOf": [
     {"oneOf": [{"required": ["model_sha256"]}, {"required": ["model_version"]}]},
     {"oneOf": [
-        {"properties": {"scenario": {"const": "random"}}, "required": ["indices"], "not": {"required": ["classes"]}},
-        {"properties": {"scenario": {"const": "class"}}, "required": ["scenario", "classes"], "not": {"required": ["indices"]}},
-        {"properties": {"scenario": {"const": "backdoor"}}, "required": ["scenario"],
+        {"properties": {"scenario": {"const": "random"}}, "required": ["indices"],
+         "not": {"anyOf": [{"required": ["classes"]}, {"required": ["authors"]}]}},
+        {"properties": {"scenario": {"const": "class"}}, "required": ["scenario", "classes"],
+         "not": {"anyOf": [{"required": ["indices"]}, {"required": ["authors"]}]}},
+        {"properties": {"scenario": {"const": "author"}}, "required": ["scenario", "authors"],
          "not": {"anyOf": [{"required": ["indices"]}, {"required": ["classes"]}]}},
+        {"properties": {"scenario": {"const": "backdoor"}}, "required": ["scenario"],
+         "not": {"anyOf": [{"required": ["indices"]}, {"required": ["classes"]}, {"required": ["authors"]}]}},
     ]},
 ]}
 
 
 class RequestIn(BaseModel):
     """A deletion request. Name the model by ``model_sha256`` (its weights file) or ``model_version``; a random
-    request names ``indices``, a class request ``classes``, a backdoor request neither."""
+    request names ``indices``, a class request ``classes``, an author request (a language model) ``authors``, a
+    backdoor request none of them."""
 
     model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_RULES)
 
@@ -109,11 +117,13 @@ class RequestIn(BaseModel):
                                                "starting with a letter or digit; filing it again is idempotent")
     model_sha256: Sha256 = Field(None, description="SHA-256 of the model's .safetensors file", json_schema_extra=_no_default)
     model_version: VersionId = Field(None, description="the ledger's model version id (a JSON integer: 5, not 5.0)", json_schema_extra=_no_default)
-    scenario: Literal["random", "class", "backdoor"] = "random"
+    scenario: Literal["random", "class", "backdoor", "author"] = "random"
     indices: list[Index] = Field(None, min_length=1, max_length=MAX_INDICES, json_schema_extra=_distinct,
                                  description=f"random: distinct indices into the training set (at most {MAX_INDICES}; JSON integers: 5, not 5.0)")
     classes: list[Index] = Field(None, min_length=1, max_length=MAX_CLASSES, json_schema_extra=_distinct,
                                  description="class: distinct classes to forget (JSON integers)")
+    authors: list[AuthorName] = Field(None, min_length=1, max_length=MAX_AUTHORS, json_schema_extra=_distinct,
+                                      description="author: distinct authors of a language model's corpus to forget")
     reason: str = Field(None, max_length=MAX_REASON, pattern=TEXT_PATTERN, json_schema_extra=_no_default,
                         description="why (kept in the record and the certificate); no NUL or control characters but tab and newline")
 
@@ -121,11 +131,11 @@ class RequestIn(BaseModel):
     def consistent(self) -> "RequestIn":
         if (self.model_sha256 is None) == (self.model_version is None):
             raise ValueError("give exactly one of model_sha256 and model_version")
-        want = {"random": "indices", "class": "classes", "backdoor": None}[self.scenario]
-        for name in ("indices", "classes"):
+        want = {"random": "indices", "class": "classes", "backdoor": None, "author": "authors"}[self.scenario]
+        for name in ("indices", "classes", "authors"):
             if (getattr(self, name) is not None) != (name == want):
                 raise ValueError(f"a {self.scenario} request " + (f"needs {name}" if name == want else f"takes no {name}"))
-        for name in ("indices", "classes"):
+        for name in ("indices", "classes", "authors"):
             values = getattr(self, name)
             if values is not None and len(set(values)) != len(values):
                 raise ValueError(f"{name} must be distinct")
@@ -299,7 +309,7 @@ def create_app(db: str | None = None, token: str | None = None, max_body: int = 
         """File a deletion request; the samples are checked against the model's training data (422 when they are not in it)."""
         view, created = workflow.add_request(
             body.external_ref, model_version=body.model_version, model_sha256=body.model_sha256, scenario=body.scenario,
-            indices=body.indices, classes=body.classes, reason=body.reason, db=db,
+            indices=body.indices, classes=body.classes, authors=body.authors, reason=body.reason, db=db,
         )
         return JSONResponse(RequestOut(**view, created=created).model_dump(), status_code=201 if created else 200)
 

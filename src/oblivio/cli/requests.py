@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -63,18 +63,23 @@ def register(
 def add(
     ref: str = typer.Option(..., "--ref", help="your external reference (ticket id); filing it again changes nothing"),
     checkpoint: Path = typer.Option(..., help="the model the samples were trained into (.safetensors)"),
-    scenario: str = typer.Option("random", help="random (samples by --indices), class (--classes) or backdoor"),
+    scenario: Optional[str] = typer.Option(None, help="random (samples by --indices), class (--classes), backdoor, or "
+                                           "author (a language model: --author); default: inferred from the flags"),
     indices: Optional[str] = typer.Option(None, help="random: indices into the dataset's training set, e.g. 5,17,40"),
     classes: Optional[str] = typer.Option(None, help="class: classes to forget, e.g. 3 or 3,5"),
+    author: Optional[List[str]] = typer.Option(None, "--author", help="author: an author of a language model's corpus (repeatable)"),
     reason: Optional[str] = typer.Option(None, help="why (kept in the record and the certificate)"),
     db: Optional[str] = typer.Option(None, help=DB_HELP),
 ) -> None:
     """File a deletion request: the samples are checked against the model's training data and stored with content hashes."""
     from ..ledger.workflow import add_request
 
+    if scenario is None:
+        scenario = "author" if author else "class" if classes else "random"
     request, created = add_request(
         ref, checkpoint=checkpoint, scenario=scenario, indices=parse_ints(indices, "--indices") if indices else None,
-        classes=parse_ints(classes, "--classes") if classes else None, reason=reason, db=db_url(db),
+        classes=parse_ints(classes, "--classes") if classes else None, authors=author or None, reason=reason,
+        db=db_url(db),
     )
     word = "filed" if created else "already filed"
     say(f"request {request['id']} ({request['external_ref']}) {word}: {request['samples']} sample(s), status {request['status']}")
@@ -98,7 +103,8 @@ def list_(
         table.add_column(col)
     for r in rows:
         sc = r["scenario"]
-        what = sc["kind"] + (f" {sc['classes']}" if sc["kind"] == "class" else "")
+        what = sc["kind"] + (f" {sc['classes']}" if sc["kind"] == "class" else f" {', '.join(sc['authors'])}"
+                             if sc["kind"] == "author" else "")
         cells = (r["id"], r["external_ref"], r["status"], what, r["samples"], r["model_version"], r["run_id"] or "-",
                  r["received_at"][:19])
         table.add_row(*(Text(plain(c)) for c in cells))  # Text: never parsed as markup

@@ -15,10 +15,17 @@ from pathlib import Path
 from ..errors import OblivioError
 from .db import session_scope
 from .models import CLOSED
+from .language import AUTHOR, FACT_HASH_RECIPE
 from .requests import SAMPLE_HASH_RECIPE, _get_request, _iso, version_view
 from .models import utcnow
 
 CERTIFICATE_FORMAT = "oblivio-deletion-certificate/2"
+LM_CHECKS = [
+    "sha256sum the 'after' checkpoint (.safetensors): it must equal model_after.weights_sha256",
+    "recompute the fact hashes from the corpus (samples.dataset.spec, 'oblivio lm train') with samples.hash_recipe",
+    "the 'after' sidecar (.json) records lm.forgotten_authors; it contains request.scenario.authors",
+    "re-run: oblivio lm audit <after> --retrain <a model trained without those authors>; compare with audit.metrics",
+]
 
 
 def relative(path: str | os.PathLike | None, root: str | os.PathLike | None = None) -> str | None:
@@ -44,6 +51,7 @@ def certificate(ref: str | None = None, db: str | None = None, *, request_id: in
         run, audit = r.run, r.run.audit
         before, after = run.input_version, run.output_version
         m = audit.metrics
+        lm = r.scenario.get("kind") == AUTHOR
         return {
             "format": CERTIFICATE_FORMAT,
             "issued_at": _iso(utcnow()),
@@ -55,7 +63,7 @@ def certificate(ref: str | None = None, db: str | None = None, *, request_id: in
             },
             "samples": {
                 "dataset": r.model_version.dataset, "indices": r.sample_ids, "hash": "sha256",
-                "hash_recipe": SAMPLE_HASH_RECIPE, "hashes": r.sample_hashes,
+                "hash_recipe": FACT_HASH_RECIPE if lm else SAMPLE_HASH_RECIPE, "hashes": r.sample_hashes,
                 "digest": hashlib.sha256("".join(sorted(r.sample_hashes)).encode()).hexdigest(),
             },
             "model_before": {k: version_view(before)[k] for k in ("id", "weights_sha256", "model_hash", "arch")}
@@ -70,7 +78,7 @@ def certificate(ref: str | None = None, db: str | None = None, *, request_id: in
             "audit": {"verdict": audit.verdict, "headline": audit.headline,
                       "metrics": {role: m[role] for role in ("original", "unlearned") if role in m},
                       "report": relative(audit.report_path, root), "report_sha256": audit.report_sha256, "at": _iso(audit.created_at)},
-            "how_to_check": [
+            "how_to_check": LM_CHECKS if lm else [
                 "sha256sum the 'after' checkpoint (.safetensors): it must equal model_after.weights_sha256",
                 "recompute the sample hashes from the dataset with samples.hash_recipe at samples.indices",
                 "the 'after' sidecar (.json) records split.hashes; its forget set contains samples.indices",

@@ -31,7 +31,9 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..errors import OblivioError
+from . import language
 from .db import session_scope
+from .language import is_lm
 from .models import (
     AUDITED,
     CLOSED,
@@ -156,6 +158,8 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
 
     import numpy as np
 
+    if is_lm(meta):
+        return language.execute(job, meta, log, crash_point)
     ids = sorted({i for r in job["requests"] for i in r["sample_ids"]})
     split = _split(meta, _batch_scenario([r["scenario"] for r in job["requests"]]))
     missing = sorted(set(ids) - set(split.forget_idx.tolist()))
@@ -409,8 +413,14 @@ def run_job(job: dict, model, meta: dict, db: str | None, log: Callable[[str], N
 
 
 def _load(checkpoint: str | os.PathLike, weights_sha256: str | None = None):
-    from ..checkpoint import load_checkpoint
+    """(model, sidecar) of a classifier checkpoint; (None, sidecar) of a language model (loaded by its run)."""
+    from ..checkpoint import load_checkpoint, read_sidecar
 
+    side = read_sidecar(checkpoint)
+    if is_lm(side):
+        if weights_sha256 is not None and side["weights_sha256"] != weights_sha256:
+            raise OblivioError(f"checkpoint {Path(checkpoint).name} changed since it was registered (weights SHA-256 differs)")
+        return None, language.checked_meta(checkpoint, side)
     model, meta = load_checkpoint(checkpoint)
     if not meta.get("training"):
         raise OblivioError(f"checkpoint {Path(checkpoint).name} has no training record; was it written by 'oblivio train'?")
@@ -442,8 +452,11 @@ def process(
     from ..methods import get_method
 
     options = dict(options or {})
-    get_method(method, **options)  # unknown method or option: refuse before touching anything
     model, meta = _load(checkpoint)
+    if model is None:
+        language.check_method(method, options)
+    else:
+        get_method(method, **options)  # unknown method or option: refuse before touching anything
     worker = worker_name()
     with session_scope(db) as s:
         version = _get_or_create_version(s, checkpoint, meta)

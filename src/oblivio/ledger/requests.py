@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from ..errors import OblivioError
 from .db import session_scope
+from .language import AUTHOR, author_spec, is_lm, lm_info, resolve_authors
 from .limits import MAX_CLASSES, MAX_INDICES, MAX_INT, check_ints, check_ref, check_text
 from .models import RECEIVED, REQUEST_STATES, ModelVersion, Request, StatusChange, utcnow
 
@@ -29,7 +30,7 @@ SAMPLE_HASH_RECIPE = (
     "sha256 of the sample as the model trained on it: its float32 image bytes (C order, shape (C, H, W), "
     "values in [0, 1]) followed by its label as little-endian int64"
 )
-SCENARIOS = ("random", "class", "backdoor")
+SCENARIOS = ("random", "class", "backdoor", "author")
 
 
 class NotFound(OblivioError):
@@ -71,10 +72,18 @@ def _dataset(spec: dict):
         return _data_cache[key]
 
 
-def scenario_spec(kind: str, indices: Sequence[int] | None = None, classes: Sequence[int] | None = None) -> dict:
-    """The request's scenario as stored: {"kind": "random", "indices": [...]}, {"kind": "class", "classes": [...]} or {"kind": "backdoor"}."""
+def scenario_spec(kind: str, indices: Sequence[int] | None = None, classes: Sequence[int] | None = None,
+                  authors: Sequence[str] | None = None) -> dict:
+    """The request's scenario as stored: {"kind": "random", "indices": [...]}, {"kind": "class", "classes": [...]},
+    {"kind": "backdoor"} or, for a language model, {"kind": "author", "authors": [...]}."""
     if kind not in SCENARIOS:
-        raise OblivioError(f"unknown scenario {str(kind)[:40]!r}; choose random, class or backdoor")
+        raise OblivioError(f"unknown scenario {str(kind)[:40]!r}; choose random, class, backdoor or author")
+    if kind == "author":
+        if indices or classes:
+            raise OblivioError("an author request takes author names, not indices or classes")
+        return author_spec(authors)
+    if authors:
+        raise OblivioError(f"a {kind} request takes no authors (authors are for language models: scenario author)")
     if kind == "random":
         if not indices:
             raise OblivioError("a random-scenario request names its samples: give indices into the training set")
@@ -156,6 +165,11 @@ _pools_lock = threading.Lock()
 
 def resolve_samples(meta: dict, spec: dict) -> tuple[list[int], list[str]]:
     """The training-set indices a request's scenario names for this checkpoint, and their content hashes."""
+    if is_lm(meta) != (spec["kind"] == AUTHOR):
+        raise OblivioError("a language model takes author requests (scenario author)" if is_lm(meta)
+                           else "an author request needs a language-model checkpoint ('oblivio lm train')")
+    if spec["kind"] == AUTHOR:
+        return resolve_authors(meta, spec)
     if spec["kind"] == "random" and not (meta.get("training") or {}).get("backdoor"):
         key = (meta.get("weights_sha256"), json.dumps(meta.get("training"), sort_keys=True))
         with _pools_lock:
@@ -212,13 +226,13 @@ def _get_or_create_version(session: Session, checkpoint: str | os.PathLike, meta
     found = session.scalars(select(ModelVersion).where(ModelVersion.weights_sha256 == digest)).first()
     if found is not None:
         return found
-    training = meta.get("training") or {}
+    training = meta.get("training") or {"data": lm_info(meta).get("corpus")}
     split_hashes = {"pool": training.get("pool_hash"), "third_party": training.get("third_party_hash")}
     if meta.get("split"):
         split_hashes |= {"forget_split": meta["split"].get("hashes")}
     version = ModelVersion(
         weights_sha256=digest, model_hash=meta["model_hash"], parent_id=parent_id,
-        checkpoint_path=str(Path(checkpoint).resolve()), arch=meta.get("arch"),
+        checkpoint_path=str(Path(checkpoint).resolve()), arch=meta.get("arch") or lm_info(meta).get("arch"),
         dataset={"spec": training.get("data"), "name": meta.get("dataset")}, split_hashes=split_hashes,
     )
     try:
@@ -238,7 +252,7 @@ def version_view(v: ModelVersion) -> dict:
 def register_model(checkpoint: str | os.PathLike, db: str | None = None) -> dict:
     """Record a checkpoint as a model version (idempotent: keyed by the SHA-256 of its weights)."""
     meta, _ = _read_meta(checkpoint)
-    if not meta.get("training"):
+    if not meta.get("training") and not is_lm(meta):
         raise OblivioError(f"checkpoint {checkpoint} has no training record; requests need to know its training data")
     with session_scope(db) as s:
         return version_view(_get_or_create_version(s, checkpoint, meta))
@@ -335,6 +349,7 @@ def add_request(
     scenario: str = "random",
     indices: Sequence[int] | None = None,
     classes: Sequence[int] | None = None,
+    authors: Sequence[str] | None = None,
     reason: str | None = None,
     db: str | None = None,
 ) -> tuple[dict, bool]:
@@ -346,7 +361,7 @@ def add_request(
     """
     ref = check_ref(external_ref)
     reason = check_text(reason, "reason")
-    spec = scenario_spec(scenario, indices, classes)
+    spec = scenario_spec(scenario, indices, classes, authors)
     if sum(x is not None for x in (checkpoint, model_version, model_sha256)) != 1:
         raise OblivioError("name the model by exactly one of: checkpoint, model version id, weights SHA-256")
     if checkpoint is not None:
