@@ -246,3 +246,17 @@ def test_rest_of_oblivio_imports_without_transformers():
             "import oblivio, oblivio.cli, oblivio.api; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_main_bench_runs_an_lm_config(cli, tmp_path):
+    """`oblivio bench --config` on a 'task: lm' YAML runs the language-model bench into a folder publish reads."""
+    cfg = tmp_path / "lm.yaml"
+    cfg.write_text("task: lm\nn_authors: 12\nsize: test\ntrain: {steps: 30, lr: 0.01, batch_size: 32}\n"
+                   "forget_percents: [10]\nseeds: [0]\nmethods: [ga]\nthreads: 1\n")
+    code, out, err = cli("bench", "--config", cfg, "--out", tmp_path / "out")
+    assert code == 0, err
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["method"] for r in doc["rows"]] == ["original", "retrain", "retrain (2nd seed)", "ga"]
+    assert doc["header"]["seeds"] == [0] and doc["header"]["config"] == str(cfg)
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| 10 % | ga |" in table and "fluency" in table

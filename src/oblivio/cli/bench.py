@@ -38,6 +38,11 @@ def bench(
 
     if threads is not None:
         use_threads(threads)
+    if _is_lm_config(config):  # 'task: lm': the language-model benchmark (oblivio lm bench)
+        from .lm import bench as lm_bench
+
+        lm_bench(config, out if out is not None else Path("runs/bench") / config.stem, threads)
+        return
 
     with executor_from_options(ray, ray_address_, gpus) as executor:
         result = run_benchmark(config, out, resume=resume, progress=progress, executor=executor, device=device,
@@ -53,3 +58,14 @@ def bench(
     if strict and result.forgot_nothing:
         raise OblivioError(f"--strict: {len(result.forgot_nothing)} cell(s) forgot nothing, listed above as "
                            "'forgot nothing ...'")
+
+
+def _is_lm_config(config: Path) -> bool:
+    """True when a bench YAML declares ``task: lm`` (a malformed file is left to the classifier loader's errors)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(config.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and raw.get("task") == "lm"

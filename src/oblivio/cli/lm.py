@@ -143,7 +143,7 @@ def audit(
 @lm_app.command("bench")
 def bench(
     config: Path = typer.Argument(..., help="a 'task: lm' YAML (benchmarks/lm-tofu.yaml)"),
-    out: Path = typer.Option(Path("runs/lm-bench.json"), "--out", help="where to write every row as JSON"),
+    out: Path = typer.Option(Path("runs/bench/lm"), "--out", help="a folder (results.json + results.md) or a .json file"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads (default: the config's)"),
 ) -> None:
     """Run every LM method on forget 1 / 5 / 10 % x seeds; print the table (mean over seeds)."""
@@ -155,9 +155,9 @@ def bench(
         use_threads(threads)
         cfg.threads = threads
     result = B.run_bench(cfg, log=lambda s: err_console.print(s), source=str(config))
-    B.save(result, out)
     console.print(B.markdown(result), highlight=False)
-    console.print(f"{len(result['rows'])} rows in {result['seconds']:.0f} s; wrote {out}", highlight=False)
+    written = B.save(result, out)
+    console.print(f"{len(result['rows'])} rows in {result['seconds']:.0f} s; wrote {written}", highlight=False)
 
 
 @lm_app.command("methods")

@@ -185,7 +185,14 @@ def markdown(result: dict) -> str:
 
 
 def save(result: dict, path: str | Path) -> Path:
+    """Write the result: to ``path`` when it names a ``.json`` file, else into the folder ``path`` as
+    ``results.json`` and ``results.md`` (the layout ``benchmarks/publish.py`` reads)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float))
-    return path
+    if path.suffix == ".json":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1, default=float))
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    (path / "results.md").write_text(markdown(result) + "\n")
+    return path / "results.json"
