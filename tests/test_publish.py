@@ -110,3 +110,25 @@ def test_ledger_target_met_or_missed(publish):
     assert "**not measured**" in publish.ledger_verdict({"rows": [row | {"db": "sqlite"}]})
     committed = json.loads((ROOT / "benchmarks" / "results" / "ledger-throughput" / "results.json").read_text())
     assert committed["kind"] == publish.LEDGER_KIND and {r["db"] for r in committed["rows"]} == {"sqlite", "postgresql"}
+
+
+def test_language_model_bench_is_copied_in_and_published(publish, tmp_path):
+    """An LM bench output folder (results.json rows + results.md) is copied in and its table and dm's verdict
+    land in RESULTS.md and the docs' index."""
+    def row(method, fq, utility):
+        return {"seed": 0, "forget_percent": 1, "method": method, "forget_quality": fq, "utility": utility,
+                "forget_rouge": 0.2, "fluency": 2.0, "mia_loss": 0.5, "mia_zlib": 0.5, "mia_min_k": 0.5, "x_retrain": 0.1}
+
+    out = tmp_path / "runs" / "lm-tiny"
+    out.mkdir(parents=True)
+    doc = {"header": {"commit": "abc1234", "date": "2026-12-06", "seeds": [0], "config": "lm.yaml"}, "seconds": 9.0,
+           "config": {"forget_percents": [1]}, "rows": [row("retrain", 1.0, 0.6), row("dm", 0.9, 0.59)]}
+    (out / "results.json").write_text(json.dumps(doc))
+    (out / "results.md").write_text("table\n")
+    results = tmp_path / "results"
+    results.mkdir()
+    assert publish.copy_in([out], results) == ["lm-tiny"]
+    files = publish.generate(results)
+    for page in ("benchmarks/RESULTS.md", "docs/benchmarks/index.md"):
+        assert "## Language models: lm-tiny" in files[page] and "| 1 % | dm | 0.900 (0.9) | 0.590 |" in files[page]
+        assert "its utility is 1.7 % under the retrain's (within the 2 % target)" in files[page]
