@@ -439,25 +439,26 @@ def index_page(benches: list[tuple[str, dict]], ledgers: list[dict], pages: list
            *[f"- [{p.name}]({p.name}.md): raw reports" for p in pages],
            "- [Design decisions](../design/decisions.md) and the archived [lab notebook](../design/lab-notebook.md)",
            "", HOW_TO_READ, LEGEND, ""]
-    for name, doc in benches:
-        out += bench_section(doc, name, f"{name}.md")
-    for name, doc in lms:
-        out += [lm_markdown(name, doc)]
-    for doc in ledgers:
-        out += [ledger_markdown(doc, "##")]
+    out += sections(benches, lms, ledgers, "")
     return "\n".join(out).rstrip() + "\n"
+
+
+def sections(benches: list[tuple[str, dict]], lms, ledgers: list[dict], link: str) -> list[str]:
+    """Every source's section, in order: classifier benches (full tables at ``link<name>.md``), LM benches,
+    ledger throughput."""
+    out = []
+    for name, doc in benches:
+        out += bench_section(doc, name, f"{link}{name}.md")
+    out += [lm_markdown(name, doc) for name, doc in lms]
+    out += [ledger_markdown(doc, "##") for doc in ledgers]
+    return out
 
 
 def results_md(benches: list[tuple[str, dict]], ledgers: list[dict], pages: list[Path],
                lms: list[tuple[str, dict]] = ()) -> str:
     link = "../" + DOCS
     out = ["# Benchmark results", "", DO_NOT_EDIT, "", LEGEND, ""]
-    for name, doc in benches:
-        out += bench_section(doc, name, f"{link}/{name}.md")
-    for name, doc in lms:
-        out += [lm_markdown(name, doc)]
-    for doc in ledgers:
-        out += [ledger_markdown(doc, "##")]
+    out += sections(benches, lms, ledgers, f"{link}/")
     out += ["## Elsewhere", "",
             f"- How to read the tables, and every benchmark's full tables: [{DOCS}/index.md]({link}/index.md).",
             f"- Which method to choose, per kind of request: [{DOCS}/decision-table.md]({link}/decision-table.md).",
