@@ -260,3 +260,14 @@ def test_main_bench_runs_an_lm_config(cli, tmp_path):
     assert doc["header"]["seeds"] == [0] and doc["header"]["config"] == str(cfg)
     table = (tmp_path / "out" / "results.md").read_text()
     assert "| 10 % | ga |" in table and "fluency" in table
+
+
+def test_retrain_keeps_the_originals_epochs(world):
+    """The gold retrain sees each kept answer as often as the original did: its steps scale with the kept share."""
+    from oblivio.lm.methods.retrain import same_epochs
+
+    _, _, _, model, data = world
+    kept, total = len(data.retain) + len(data.world), len(data.retain) + len(data.world) + len(data.forget)
+    res = unlearn_lm(model, data, "retrain")
+    assert res.info["train"]["steps"] == round(TRAIN.steps * kept / total) < TRAIN.steps
+    assert same_epochs(TRAIN, 0, 10).steps == 1 and same_epochs(TRAIN, 10, 10) == TRAIN
