@@ -179,23 +179,28 @@ class DistributionMatching(Unlearner):
     target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the lineage) joins the
     forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
 
-    **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the
-    reference is the third-party pool without those labels (and, for classes with ``drop_confused``,
-    without the samples the model confuses with them). ``match_weight`` grows geometrically by
-    ``match_ramp`` over ``max_steps``. Stop: KS statistic of the mass (probes of ``stat_samples``) at most
-    its ``alpha`` critical value and at most ``max_forgotten_share`` still predicted as a forgotten label
-    (None: 0 for classes, 0.02 for a backdoor).
+    **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
+    the third-party pool without those labels (and, for classes with ``drop_confused``, without the samples the model
+    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over ``max_steps``. Stop: KS statistic
+    of the mass (probes of ``stat_samples``) at most its ``alpha`` critical value and at most ``max_forgotten_share``
+    still predicted as a forgotten label (None: 0 for classes, 0.02 for a backdoor).
 
     Either way, nothing to forget at step 0 returns the model unchanged with ``info["nothing_to_forget"]``.
     A utility guard checks retain accuracy on ``utility_samples`` every ``check_every`` steps: a drop of
     more than ``max_utility_drop`` restores the last good weights and halves the lr (``max_backoffs``).
 
-    Options: ``lr``/``optimizer``/``batch_size``/``retain_batch_size`` (Adam 1e-3, 128); ``max_steps``
-    (500); ``phi_weight``, ``match_weight``, ``anchor_weight``, ``retain_weight`` (loss weights);
-    ``z_stop`` (1); ``threshold`` (overrides either stop threshold); ``mass_objective`` ("quantile" or the
-    older "mmd" with ``bandwidths``); ``loss_clip``, ``familiarity_samples``, ``null_draws``, ``mass_floor``
-    (test details). Defaults were chosen on digits and 3,000-image Fashion-MNIST MLPs and CNNs (random,
-    class 3/5/7, BadNets backdoors); the runs behind them are in docs/design/dm.md.
+    Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
+    - ``lr`` / ``optimizer`` / ``batch_size`` (forget and reference batches) / ``retain_batch_size``: the steps.
+    - ``max_steps``: the step budget; ``check_every``: steps between checks of the stop and the utility guard.
+    - ``phi_weight`` / ``phi_target``: random subset: weight of the matching term; "transfer" or "quantile" targets.
+    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth factor over ``max_steps``.
+    - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off).
+    - ``z_stop``: random-subset stop threshold; ``threshold``: when set, overrides either stop threshold.
+    - ``alpha`` / ``stat_samples`` / ``max_forgotten_share``: class or backdoor stop: KS level, probe size, share.
+    - ``mass_objective`` ("quantile"/"mmd") / ``bandwidths`` / ``mass_floor``: mass loss, MMD widths, KS mass floor.
+    - ``loss_clip`` / ``familiarity_samples`` / ``null_draws``: familiarity z: loss clip, probe size, bootstrap draws.
+    - ``max_utility_drop`` / ``utility_samples`` / ``max_backoffs``: the utility guard.
+    - ``drop_confused``: class forgetting: leave out references the model predicts as a forgotten class.
     """
 
     name = "dm"

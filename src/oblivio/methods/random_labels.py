@@ -20,11 +20,21 @@ def random_wrong_labels(y: torch.Tensor, num_classes: int, seed: int) -> torch.T
 
 @register
 class RandomLabels(Unlearner):
-    """Train on the forget samples with random wrong labels, mixed with the retain set.
+    """Fine-tune on the forget samples relabelled with random wrong classes, mixed with the retain set.
 
-    Golatkar et al., "Eternal Sunshine of the Spotless Net" (CVPR 2020) and Graves et al., "Amnesiac
-    Machine Learning" (AAAI 2021); run as the RL baseline of SalUn (Fan et al., ICLR 2024), which
-    fine-tunes on relabelled forget data together with the retain data.
+    Papers: Golatkar et al., "Eternal Sunshine of the Spotless Net: Selective Forgetting in Deep Networks", CVPR 2020
+    (arXiv 1911.04933); Graves et al., "Amnesiac Machine Learning", AAAI 2021 (arXiv 2010.10981); run as the RL
+    baseline of SalUn (Fan et al., ICLR 2024), which fine-tunes on the relabelled forget data together with the
+    retain data. Loss: cross-entropy on the union (relabelled forget set + retain set; the forget set alone when
+    there is no retain set). Stopping rule: ``epochs`` passes over that union; no safeguard.
+
+    Options:
+    - ``epochs`` (3) / ``batch_size`` (64): the fine-tuning passes.
+    - ``lr`` (0.01) / ``optimizer`` ("sgd", momentum 0.9; or "adam") / ``weight_decay`` (5e-4).
+
+    Departure from SalUn's RL code (no design note): each forget sample gets a class drawn uniformly among the
+    *other* classes (``random_wrong_labels``, seeded), because upstream's draw over all classes leaves about 1/K
+    of them at their true label.
     """
 
     name = "rl"

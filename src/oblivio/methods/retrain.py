@@ -14,12 +14,20 @@ from .common import device_of
 
 @register
 class Retrain(Unlearner):
-    """Exact unlearning by retraining from scratch on the retain set (the reference every method is compared with).
+    """Exact unlearning: a fresh model trained from scratch on the retain set (the reference for every method).
 
-    Convention of the unlearning literature (e.g. Bourtoule et al., "Machine Unlearning", S&P 2021;
-    the "Retrain" row of SalUn / Unlearn-Sparse tables). The fresh model is ``data.arch`` built with the
-    run's seed (the same initialisation ``training.retrain`` uses), or, for a custom model, a copy
-    of it with every layer re-initialised (``training.fresh_copy``). Options mirror ``TrainConfig``.
+    Paper: Bourtoule et al., "Machine Unlearning", IEEE S&P 2021 (arXiv 1912.03817), and the "Retrain" row of the
+    SalUn / Unlearn-Sparse tables. Loss: the retain cross-entropy (``training.train``). Stopping rule: ``epochs``
+    passes. The fresh model is ``data.arch`` built with the run's seed (the initialisation ``training.retrain``
+    uses), or, for a custom model (or one whose parameters differ from that build), a copy of it with every
+    layer re-initialised (``training.fresh_copy``); its weights replace the model's.
+
+    Options (those of ``TrainConfig``; set them to the original's recipe for a faithful reference):
+    - ``epochs`` (20) / ``batch_size`` (64).
+    - ``lr`` (0.05) / ``optimizer`` ("sgd" or "adam") / ``momentum`` (0.9, SGD only) / ``weight_decay`` (5e-4).
+
+    Departures from the paper: none (exact by construction; Bourtoule et al.'s sharding, which makes retraining
+    cheaper, is not implemented).
     """
 
     name = "retrain"

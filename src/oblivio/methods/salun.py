@@ -1,16 +1,24 @@
-"""SalUn: Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in
-Both Image Classification and Generation", ICLR 2024 (reference code: OPTML-Group/Unlearn-Saliency).
+"""SalUn: random-label fine-tuning restricted to the weights most salient for the forget loss.
 
-Faithful: the saliency map is |sum over forget batches of the gradient of the (negated) forget
-cross-entropy|; the mask keeps the top ``mask_ratio`` fraction of all weights, ranked globally across
-layers (upstream's threshold 0.5 by default). Then random-label unlearning (RL): forget samples get
-random labels and are fine-tuned together with the retain set by SGD (momentum 0.9, weight decay
-5e-4), updating only masked weights (their gradients are masked as upstream).
+Paper: Fan et al., "SalUn: Empowering Machine Unlearning via Gradient-based Weight Saliency in Both Image
+Classification and Generation", ICLR 2024 (arXiv 2310.12508; reference code: OPTML-Group/Unlearn-Saliency). The
+saliency map is |sum over forget batches of the gradient of the (negated) forget cross-entropy| (eval mode); the
+mask keeps the top ``mask_ratio`` of all weights, ranked globally across layers. Then random-label unlearning (RL):
+loss = cross-entropy on the forget samples with random wrong labels together with the retain set, SGD momentum 0.9,
+updating only masked weights (their gradients are masked, as upstream). Stopping rule: ``epochs`` passes over
+forget + retain; no safeguard.
 
-Fixed: upstream only masked gradients, so weight decay and momentum still moved masked-out weights;
-here they are restored bit-for-bit after every step. Adapted: upstream draws random labels uniformly
-over all classes, which keeps ~1/K of them at their true label; here each forget sample gets a random
-label different from its own. Learning rate and epochs are tuned on digits.
+Options (the paper's CIFAR-10 random-forgetting settings unless said):
+- ``mask_ratio`` (0.5): share of the weights updated (upstream's threshold).
+- ``epochs`` (10) / ``lr`` (0.013) / ``weight_decay`` (5e-4).
+- ``batch_size`` (64; paper 256): fine-tuning batches, also the chunk size of the saliency pass.
+
+Departures from the paper (no design note):
+- Masked-out weights are restored bit-for-bit after every step, because upstream only masked gradients, so weight
+  decay and momentum still moved them.
+- Each forget sample gets a random label different from its own, because upstream's draw over all classes keeps
+  about 1/K of them at their true label.
+- Batches of 64 instead of 256, for more steps on small datasets.
 """
 from __future__ import annotations
 

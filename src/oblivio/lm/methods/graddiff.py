@@ -1,5 +1,21 @@
-"""GradDiff: ascent on the forget answers plus descent on retain and world answers (TOFU's "Grad. Diff.";
-Liu et al. 2022, "Continual Learning and Private Unlearning"). OpenUnlearning's weights: gamma 1, alpha 1."""
+"""graddiff: ascent on the forget answers plus descent on retained answers (TOFU's "Grad. Diff.").
+
+Paper: TOFU, Maini et al., "TOFU: A Task of Fictitious Unlearning for LLMs", COLM 2024 (arXiv 2401.06121), after
+Liu, Liu and Stone, "Continual Learning and Private Unlearning", CoLLAs 2022 (arXiv 2203.12817). Loss:
+``-gamma * NLL(forget) + alpha * NLL(retain)``, mean token NLLs of the answers; AdamW without weight decay,
+gradient norm clipped at 1 (``gradient_loop``). Stopping rule: ``epochs`` x ceil(|forget| / ``batch_size``) steps.
+
+Options (loss weights are OpenUnlearning's):
+- ``lr`` (1e-3): the AdamW rate.
+- ``epochs`` (5) / ``batch_size`` (16): the step budget; forget and retain batches.
+- ``gamma`` (1): weight of the forget (ascent) term.
+- ``alpha`` (1): weight of the retain (descent) term.
+
+Departures from the papers (no design note):
+- Retain batches are drawn from the retain authors and the world facts, because oblivio's corpus has world facts
+  every model must keep.
+- The default rate is for oblivio's small models (OpenUnlearning's TOFU recipe tunes billion-parameter ones at 1e-5).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

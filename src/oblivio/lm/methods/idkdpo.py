@@ -1,7 +1,26 @@
-"""IdkDPO: DPO towards a refusal (Maini et al. 2024, TOFU's "IDK" preference baseline; Rafailov et al. 2023's
-DPO loss): the preferred answer is an "I don't know"-style refusal, the rejected one the forget answer, the
-reference the model as given; plus alpha x retain NLL. OpenUnlearning's DPO: beta 0.1, gamma 1, alpha 1.
-Departure: our refusals are a handful of fixed strings (TOFU samples from 100)."""
+"""idkdpo: DPO towards a refusal, with the forget answer as the rejected one.
+
+Paper: TOFU's "I don't know" target (Maini et al., "TOFU: A Task of Fictitious Unlearning for LLMs", COLM 2024,
+arXiv 2401.06121) with the DPO loss of Rafailov et al., "Direct Preference Optimization: Your Language Model is
+Secretly a Reward Model", NeurIPS 2023 (arXiv 2305.18290), as OpenUnlearning's IdkDPO. Preferred: a refusal;
+rejected: the forget answer; reference: a frozen copy of the model as given; loss ``-(2/beta) E log sigmoid(beta
+(log-ratio(refusal) - log-ratio(answer)))`` over summed answer log-probabilities (the 2/beta scale is
+OpenUnlearning's), total ``gamma * dpo + alpha * NLL(retain)``. AdamW without weight decay, gradient norm clipped
+at 1 (``gradient_loop``). Stopping rule: ``epochs`` x ceil(|forget| / ``batch_size``) steps.
+
+Options (loss parameters are OpenUnlearning's DPO):
+- ``lr`` (1e-3): the AdamW rate.
+- ``epochs`` (10) / ``batch_size`` (16): the step budget; forget and retain batches.
+- ``beta`` (0.1): inverse temperature of the preference loss.
+- ``gamma`` (1) / ``alpha`` (1): weights of the DPO and retain terms.
+
+Departures from the papers (no design note):
+- The refusals are four fixed strings (``REFUSALS``), the i-th forget sample always paired with the same one, where
+  TOFU samples from 100, so the preferred answer of a sample is deterministic.
+- Retain batches are drawn from the retain authors and the world facts, because oblivio's corpus has world facts
+  every model must keep.
+- The default rate is for oblivio's small models (OpenUnlearning's TOFU recipe tunes billion-parameter ones at 1e-5).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

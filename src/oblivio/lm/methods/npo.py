@@ -1,9 +1,22 @@
-"""NPO: negative preference optimisation (Zhang, Lin, Bai, Mei 2024, "Negative Preference Optimization: From
-Catastrophic Collapse to Effective Unlearning", arXiv 2404.05868).
+"""NPO: negative preference optimisation, a bounded push away from the forget answers.
 
-Forget loss -(2/beta) E log sigmoid(-beta (log p_theta(a|q) - log p_ref(a|q))) over summed answer log-probs,
-the reference the model as given, plus a retain NLL term as in the authors' NPO-GD and OpenUnlearning's NPO
-(gamma 1, alpha 1, beta 0.1). A bounded, ever-weaker push where GA's is unbounded.
+Paper: Zhang, Lin, Bai and Mei, "Negative Preference Optimization: From Catastrophic Collapse to Effective
+Unlearning", COLM 2024 (arXiv 2404.05868). Forget loss ``-(2/beta) E log sigmoid(-beta (log p(a|q) - log
+p_ref(a|q)))`` over summed answer log-probabilities, the reference a frozen copy of the model as given; total
+``gamma * forget + alpha * NLL(retain)``, the authors' retain-regularised variant and OpenUnlearning's NPO. Where
+GA's push is unbounded, NPO's weakens as the answers become unlikely. AdamW without weight decay, gradient norm
+clipped at 1 (``gradient_loop``). Stopping rule: ``epochs`` x ceil(|forget| / ``batch_size``) steps.
+
+Options (loss parameters are OpenUnlearning's):
+- ``lr`` (1e-3): the AdamW rate.
+- ``epochs`` (10) / ``batch_size`` (16): the step budget; forget and retain batches.
+- ``beta`` (0.1): inverse temperature of the preference loss.
+- ``gamma`` (1) / ``alpha`` (1): weights of the forget and retain terms.
+
+Departures from the paper (no design note):
+- Retain batches are drawn from the retain authors and the world facts, because oblivio's corpus has world facts
+  every model must keep.
+- The default rate is for oblivio's small models (OpenUnlearning's TOFU recipe tunes billion-parameter ones at 1e-5).
 """
 from __future__ import annotations
 

@@ -1,12 +1,26 @@
-"""RMU: representation misdirection (Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use
-with Unlearning", arXiv 2403.03218).
+"""RMU: representation misdirection of the forget answers' hidden states.
 
-On forget answers, push layer ``layer``'s hidden states towards c x u (u a fixed random unit vector); on
-retain answers, keep them equal to the original's (MSE, weight alpha); only the MLP weights of ``layer`` and
-the two layers below it are trained, as in the authors' code. Departures: the steering coefficient is
-relative (``steering`` x the original's mean hidden-state norm on the forget set) because a tiny model's
-activation scale is not Zephyr's (the paper's absolute 6.5 / alpha 1200); the hidden states are
-``output_hidden_states`` rather than a forward hook; MSE is averaged over answer positions only.
+Paper: Li et al., "The WMDP Benchmark: Measuring and Reducing Malicious Use with Unlearning", ICML 2024
+(arXiv 2403.03218). Loss: on forget answers, MSE between layer ``layer``'s hidden states and ``c * u`` (u a fixed
+random unit vector, seeded); on retain answers, ``alpha`` x MSE to the frozen original's hidden states. Only the
+MLP weights of ``layer`` and the two layers below it are trained, as in the authors' code; AdamW without weight
+decay. Stopping rule: ``epochs`` x ceil(|forget| / ``batch_size``) steps.
+
+Options:
+- ``lr`` (1e-3): the AdamW rate.
+- ``epochs`` (10) / ``batch_size`` (16): the step budget; forget and retain batches.
+- ``layer`` (-1: the middle block, (n_layers - 1) // 2): the block whose output is steered (clamped to the last).
+- ``steering`` (4): c as a multiple of the original's mean hidden-state norm on the forget set.
+- ``alpha`` (10): weight of the retain term.
+
+Departures from the paper (no design note):
+- The steering coefficient is relative (``steering`` x that norm), because a tiny model's activation scale is not
+  Zephyr-7B's (the paper's absolute c = 6.5, alpha = 1200).
+- The MSE is averaged over answer positions only, because the facts to forget or keep are in the answers.
+- Hidden states come from ``output_hidden_states`` rather than a forward hook (same values).
+- Retain batches are drawn from the retain authors and the world facts, because oblivio's corpus has world facts
+  every model must keep.
+- The default rate is for oblivio's small models (OpenUnlearning's TOFU recipe tunes billion-parameter ones at 1e-5).
 """
 from __future__ import annotations
 

@@ -1,8 +1,21 @@
-"""SimNPO: reference-free, length-normalised NPO (Fan et al. 2024, "Simplicity Prevails: Rethinking Negative
-Preference Optimization for LLM Unlearning", arXiv 2410.07163).
+"""SimNPO: reference-free, length-normalised NPO.
 
-Forget loss -(2/beta) E log sigmoid(beta (NLL(a|q)/|a| - delta)), plus alpha x retain NLL; OpenUnlearning's
-TOFU defaults beta 4.5, delta 0, gamma 0.125, alpha 1.
+Paper: Fan et al., "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+NeurIPS 2025 (arXiv 2410.07163). Forget loss ``-(2/beta) E log sigmoid(beta (NLL(a|q) / |a| - delta))``, no
+reference model; total ``gamma * forget + alpha * NLL(retain)``. AdamW without weight decay, gradient norm clipped
+at 1 (``gradient_loop``). Stopping rule: ``epochs`` x ceil(|forget| / ``batch_size``) steps.
+
+Options (loss parameters are OpenUnlearning's TOFU defaults):
+- ``lr`` (1e-3): the AdamW rate.
+- ``epochs`` (10) / ``batch_size`` (16): the step budget; forget and retain batches.
+- ``beta`` (4.5): inverse temperature.
+- ``delta`` (0): margin on the length-normalised NLL (OpenUnlearning's form; the paper's margin is beta x delta).
+- ``gamma`` (0.125) / ``alpha`` (1): weights of the forget and retain terms.
+
+Departures from the paper (no design note):
+- Retain batches are drawn from the retain authors and the world facts, because oblivio's corpus has world facts
+  every model must keep.
+- The default rate is for oblivio's small models (OpenUnlearning's TOFU recipe tunes billion-parameter ones at 1e-5).
 """
 from __future__ import annotations
 
