@@ -271,3 +271,25 @@ def test_retrain_keeps_the_originals_epochs(world):
     res = unlearn_lm(model, data, "retrain")
     assert res.info["train"]["steps"] == round(TRAIN.steps * kept / total) < TRAIN.steps
     assert same_epochs(TRAIN, 0, 10).steps == 1 and same_epochs(TRAIN, 10, 10) == TRAIN
+
+
+def test_main_commands_take_the_lm_task(cli, tmp_path):
+    """`oblivio forget` and `oblivio audit` recognise a language-model checkpoint; `train --task` is checked."""
+    orig, out = tmp_path / "o.safetensors", tmp_path / "u.safetensors"
+    code, _, err = cli("lm", "train", "--out", orig, "--authors", "12", "--size", "test", "--steps", "30", "--threads", "1")
+    assert code == 0, err
+    who = load_lm(orig)[2]["trained_authors"][0]
+    code, stdout, err = cli("forget", "--checkpoint", orig, "--out", out, "--author", who, "--method", "ga",
+                            "--set", "epochs=1", "--threads", "1")
+    assert code == 0 and "ga: forgot 1 author(s)" in stdout, err
+    assert load_lm(out)[2]["forgotten_authors"] == [who]
+    code, stdout, err = cli("audit", "--checkpoint", out, "--retrained", orig, "--json", "--threads", "1")
+    assert code == 0 and "forget_quality" in stdout and "fluency" in stdout, err
+    for args, message in [
+        (("forget", "--checkpoint", orig, "--out", tmp_path / "x.safetensors", "--classes", "3"), "forgets authors"),
+        (("audit", "--checkpoint", out), "needs --retrained"),
+        (("audit", "--checkpoint", out, "--retrained", orig, "--population", "4"), "are for classifiers"),
+        (("train", "--task", "vision", "--out", tmp_path / "t.safetensors"), "--task must be classifier or lm"),
+    ]:
+        code, _, err = cli(*args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)

@@ -49,6 +49,18 @@ def audit(
     Exit status 0, or with --check 1 when the verdict is not forgotten / over-forgotten / backdoor still active /
     the original never learned the forget set; 2 for bad input.
     """
+    from .lm import is_lm_checkpoint
+
+    if is_lm_checkpoint(checkpoint):  # the language-model task: 'oblivio lm audit'
+        from .lm import audit as lm_audit
+
+        if retrained is None:
+            raise OblivioError("a language-model audit needs --retrained (a model trained without the forgotten authors)")
+        if lira_shadows or population or check or original is not None or ray:
+            raise OblivioError("--lira-shadows, --population, --check, --original and --ray are for classifiers; "
+                               "a language model is audited against --retrained only")
+        lm_audit(checkpoint, retrained, None, json_out, threads)
+        return
     from ..audit import audit_checkpoint
     from ..audit.reference_models import check_members
     from ..audit.report import write_report

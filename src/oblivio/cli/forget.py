@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -103,6 +103,8 @@ def forget(
     fraction: Optional[float] = typer.Option(None, help="random scenario: share of the training pool to forget (default 0.1)"),
     count: Optional[int] = typer.Option(None, help="random scenario: number of samples to forget"),
     indices: Optional[str] = typer.Option(None, help="random scenario: training-set indices to forget, e.g. 1,2,3"),
+    author: Optional[List[str]] = typer.Option(None, "--author", help="a language model ('oblivio lm train'): forget "
+                                               "this author (repeatable; --fraction picks a share of the authors)"),
     seed: int = typer.Option(0, help="seed of the unlearning run"),
     set_: list[str] = typer.Option([], "--set", help="method option key=value (repeatable), e.g. --set lr=1e-4"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -110,7 +112,20 @@ def forget(
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
     threads: Optional[int] = threads_option(),
 ) -> None:
-    """Make a trained model forget samples, classes or its backdoor; write the result as a new checkpoint."""
+    """Make a trained model forget samples, classes or its backdoor (or, for a language model, authors); write the
+    result as a new checkpoint."""
+    from .lm import is_lm_checkpoint
+
+    if author or is_lm_checkpoint(checkpoint):  # the language-model task: 'oblivio lm forget'
+        from .lm import forget as lm_forget
+
+        if not is_lm_checkpoint(checkpoint):
+            raise OblivioError(f"--author is for language-model checkpoints ('oblivio lm train'); {checkpoint.name} is not one")
+        if scenario or classes or count or indices:
+            raise OblivioError("a language model forgets authors: give --author (or --fraction), not --scenario, "
+                               "--classes, --count or --indices")
+        lm_forget(checkpoint, out, method, author, None if fraction is None else 100 * fraction, seed, set_, threads)
+        return
     threads = use_threads(threads)
     check_seed(seed, "--seed")
     if checkpoint.is_dir():

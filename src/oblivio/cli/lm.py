@@ -18,6 +18,18 @@ lm_app = typer.Typer(help="Language models: make a causal LM forget facts about 
 app.add_typer(lm_app, name="lm")
 
 
+def is_lm_checkpoint(path: Path) -> bool:
+    """True when ``path`` is an oblivio language-model checkpoint (read from its sidecar; imports no transformers)."""
+    from ..checkpoint import read_sidecar
+
+    if not path.is_file():
+        return False
+    try:
+        return isinstance((read_sidecar(path).get("extra") or {}).get("lm"), dict)
+    except OblivioError:
+        return False
+
+
 def _options(pairs: list[str]) -> dict:
     """``key=value`` pairs; values parsed as YAML scalars (numbers, booleans)."""
     import yaml

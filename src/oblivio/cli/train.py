@@ -52,8 +52,17 @@ def train(
     amp: Optional[str] = typer.Option(None, help=AMP_HELP),
     deterministic: bool = typer.Option(False, help=DETERMINISTIC_HELP),
     threads: Optional[int] = threads_option(),
+    task: str = typer.Option("classifier", help="classifier, or lm: a small causal LM on generated fictitious authors "
+                                                "at 'oblivio lm train's defaults (its command has the LM options)"),
 ) -> None:
     """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
+    if task == "lm":
+        from .lm import train as lm_train
+
+        lm_train(out, 100, seed, "gpt2", "cpu", 400, 0.01, 64, threads)
+        return
+    if task != "classifier":
+        raise OblivioError(f"--task must be classifier or lm, got {task!r}")
     threads = use_threads(threads)
     check_seed(seed, "--seed")
     check_checkpoint_path(out, "--out")
