@@ -14,7 +14,7 @@ from ..parallel import Executor, make_executor
 
 
 def ray_flag() -> bool:
-    return typer.Option(False, "--ray", help="run the work as Ray tasks on a local Ray instance (pip install 'oblivio\\[ray]')")
+    return typer.Option(False, "--ray", help="run the work as Ray tasks on a local Ray instance (needs the 'ray' extra: pip install ray)")
 
 
 def ray_address() -> Optional[str]:
