@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import inspect
 import os
 import pickle
 import struct
@@ -32,6 +33,7 @@ class DatasetInfo:
     name: str
     num_classes: int
     input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...] | None = None  # class id -> name, where the source names its classes
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Dataset:
                 )
         if len(self.y_train) == 0:
             raise OblivioError(f"{self.info.name}: the training set is empty")
+        if self.info.class_names is not None and len(self.info.class_names) != self.info.num_classes:
+            raise OblivioError(f"{self.info.name}: {len(self.info.class_names)} class names for "
+                               f"{self.info.num_classes} classes")
         labels = torch.cat([self.y_train, self.y_test])
         if labels.min() < 0 or labels.max() >= self.info.num_classes:
             raise OblivioError(
@@ -102,10 +107,22 @@ def available_datasets() -> list[str]:
     return sorted(_LOADERS)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, **options) -> Dataset:
-    """Load a registered dataset by name (``digits``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``npz``)."""
+def dataset_options(name: str) -> list[str]:
+    """The keyword options a registered loader takes besides ``root`` (e.g. ``test_fraction``)."""
     if name not in _LOADERS:
         raise OblivioError(f"unknown dataset {name!r}; choose one of: {', '.join(available_datasets())}")
+    params = inspect.signature(_LOADERS[name]).parameters.values()
+    return [p.name for p in params if p.name != "root" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, **options) -> Dataset:
+    """Load a registered dataset by name (``digits``, ``fashion-mnist``, ``cifar10``, ``cifar100``, ``npz``,
+    ``imagefolder``, ``csv``); ``options`` are the loader's keywords, an unknown one is a one-line error."""
+    known = dataset_options(name)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise OblivioError(f"dataset {name} has no option {unknown[0]!r}; "
+                           + (f"its options: {', '.join(known)}" if known else "it takes none"))
     return _LOADERS[name](root=root, **options)
 
 
@@ -312,9 +329,16 @@ def load_npz(root=None, path: str | os.PathLike | None = None, test_fraction: fl
 
 
 def load_from_spec(spec: dict) -> Dataset:
-    """Load a dataset from the ``{"name", "root", "n_train", "n_test", "seed"}`` dict stored in sidecars."""
+    """Load a dataset from the ``{"name", "root", "n_train", "n_test", "seed"}`` dict stored in sidecars
+    (plus ``path`` for a file, and ``options``, the loader's keywords, where they were given)."""
     extra = {"path": spec["path"]} if spec.get("path") else {}
-    data = load_dataset(spec["name"], root=spec.get("root"), **extra)
+    options = spec.get("options") or {}
+    if not isinstance(options, dict):
+        raise OblivioError(f"dataset spec: options must be a mapping of the loader's keywords, got {options!r}")
+    data = load_dataset(spec["name"], root=spec.get("root"), **extra, **options)
     if spec.get("n_train") is not None or spec.get("n_test") is not None:
         data = data.subset(spec.get("n_train"), spec.get("n_test"), seed=spec.get("subset_seed", 0))
     return data
+
+
+from . import loaders as _loaders  # noqa: E402,F401 - registers imagefolder and csv (they use the names above)

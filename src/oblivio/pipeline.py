@@ -12,7 +12,9 @@ from .scenarios import Backdoor, RandomSubset, Scenario, Split, make_split, scen
 
 
 def training_spec(data_spec: dict, split: Split) -> dict:
-    """What the original model was trained on: data, seed, pool cut and any poisoning."""
+    """What the original model was trained on: data, seed, pool cut and any poisoning (and the class names, for
+    data that names its classes; every checkpoint of the lineage carries them)."""
+    names = {"class_names": list(split.info.class_names)} if split.info.class_names else {}
     return {
         "data": data_spec,
         "seed": split.seed,
@@ -20,12 +22,29 @@ def training_spec(data_spec: dict, split: Split) -> dict:
         "pool_hash": split.hashes()["pool"],
         "third_party_hash": split.hashes()["third_party"],
         "backdoor": asdict(split.scenario) if isinstance(split.scenario, Backdoor) else None,
-    }
+    } | names
 
 
 def training_split(data: Dataset, seed: int, third_party_fraction: float, backdoor: Backdoor | None) -> Split:
     """The split an original model trains on (``split.train``): poisoned if ``backdoor`` is given."""
     return make_split(data, backdoor or RandomSubset(count=1), seed, third_party_fraction)
+
+
+def check_classes(data: Dataset, meta: dict) -> None:
+    """A one-line error when the data's classes do not match the model's outputs (``num_classes``) or the class
+    names recorded in its sidecar's training record (``training.class_names``)."""
+    k = meta.get("num_classes")
+    names = list(data.info.class_names or [])
+    shown = f" ({', '.join(names[:8])}{', ...' if len(names) > 8 else ''})" if names else ""
+    if isinstance(k, int) and not isinstance(k, bool) and k != data.num_classes:
+        raise OblivioError(f"{data.info.name} has {data.num_classes} classes{shown} but the model outputs {k}")
+    recorded = (meta.get("training") or {}).get("class_names")
+    if recorded and names and list(recorded) != names:
+        i = next((i for i, (a, b) in enumerate(zip(recorded, names)) if a != b), min(len(recorded), len(names)))
+        got = repr(names[i]) if i < len(names) else "missing"
+        want = repr(recorded[i]) if i < len(recorded) else "missing"
+        raise OblivioError(f"{data.info.name}: class names do not match the model's: class {i} is {got} in the "
+                           f"data but {want} in the checkpoint")
 
 
 def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | None = None) -> tuple[Dataset, Split]:
@@ -44,6 +63,7 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
     if isinstance(tpf, bool) or not isinstance(tpf, (int, float)):
         raise OblivioError(f"checkpoint sidecar: training third_party_fraction must be a number, got {tpf!r}")
     data = data if data is not None else load_from_spec(spec["data"])
+    check_classes(data, meta)
     poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
     if scenario is None or isinstance(scenario, Backdoor):
         if poison is None:

@@ -1,13 +1,14 @@
 """``oblivio train`` and ``oblivio demo``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
 from ..checkpoint import check_checkpoint_path, save_checkpoint
-from ..data import load_from_spec
+from ..data import dataset_options, load_from_spec
 from ..errors import OblivioError
 from ..io import check_writable
 from ..pipeline import training_spec, training_split
@@ -20,16 +21,42 @@ from .app import (AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, descr
                   threads_option, use_threads)
 
 
-def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int]) -> dict:
+FILE_DATASETS = ("npz", "csv")  # --data-dir names a file, recorded as the spec's path
+
+
+def data_options(dataset: str, pairs: Optional[List[str]]) -> dict:
+    """``["label=species", "test_fraction=0.25"]`` -> the loader's keywords (JSON values, else strings)."""
+    options: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OblivioError(f"--data-option expects key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    known = [o for o in dataset_options(dataset) if o != "path"]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise OblivioError(f"--data-option: dataset {dataset} has no option {unknown[0]!r}; "
+                           + (f"its options: {', '.join(known)}" if known else "it takes none"))
+    return options
+
+
+def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int],
+              options: Optional[dict] = None) -> dict:
     spec = {"name": dataset, "root": str(Path(data_dir).resolve()) if data_dir else None, "n_train": n_train, "n_test": n_test}
-    if dataset == "npz":
+    if dataset in FILE_DATASETS:
         spec |= {"path": spec.pop("root"), "root": None}
+    if options:
+        spec["options"] = options
     return spec
 
 
 @app.command()
 def train(
-    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100 or npz"),
+    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder or csv"),
     model: str = typer.Option("mlp", help="mlp, cnn or resnet18"),
     out: Path = typer.Option(Path("runs/model.safetensors"), help="checkpoint to write (.safetensors + .json sidecar)"),
     epochs: int = 20,
@@ -44,7 +71,11 @@ def train(
     patch_size: Optional[int] = typer.Option(None, help="trigger side in pixels, or features on tabular data (default ~1/7 of the image)"),
     trigger_value: float = typer.Option(1.0, help="value written into the trigger's pixels (features)"),
     trigger_position: str = typer.Option("bottom-right", help="trigger corner: top-left, top-right, bottom-left or bottom-right"),
-    data_dir: Optional[str] = typer.Option(None, help="dataset directory (or .npz file for npz)"),
+    data_dir: Optional[str] = typer.Option(None, help="dataset directory (an image folder for imagefolder; the file "
+                                                      "for npz and csv)"),
+    data_option: Optional[List[str]] = typer.Option(
+        None, "--data-option", help="a loader option as key=value, repeatable: label=COLUMN (csv), mode=L|RGB "
+                                    "(imagefolder), test_fraction=0.2 (without train/test folders)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
     progress: bool = True,
@@ -72,16 +103,17 @@ def train(
     if dataset == "digits" and data_dir:
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     check_third_party_fraction(third_party_fraction, "--third-party-fraction")
+    options = data_options(dataset, data_option)
     poison = Backdoor(poison_fraction, target, patch_size, trigger_value, trigger_position) if backdoor else None  # checked before any data loads
-    options = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
+    recipe = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
     check_writable(out, what="--out", need_bytes=1 << 20)
     dev = resolve_device(device)
     if deterministic:
         set_deterministic(True)
-    spec = data_spec(dataset, data_dir, n_train, n_test)
+    spec = data_spec(dataset, data_dir, n_train, n_test, options)
     data = load_from_spec(spec)
     split = training_split(data, seed, third_party_fraction, poison)
-    config = TrainConfig(**options, seed=seed, progress=progress, amp=amp)
+    config = TrainConfig(**recipe, seed=seed, progress=progress, amp=amp)
     warning = gpu_recipe_warning(model, len(split.train), config.epochs, dev)
     if warning:
         err_console.print(f"[bold yellow]{warning}[/]")
