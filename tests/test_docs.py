@@ -213,6 +213,24 @@ def test_own_data_commands_run(cli, monkeypatch, tmp_path):
     assert (tmp_path / "runs" / "mine-forget.safetensors").is_file()
 
 
+def test_image_folder_and_csv_commands_run(cli, monkeypatch, tmp_path):
+    """The image-folder flow on digits written as PNG folders by the page's script (Fashion-MNIST, the page's
+    source, may be absent), then the CSV flow on the iris table its Python block writes."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_image_folder", ROOT / "benchmarks" / "make_image_folder.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    block = block_starting("howto/own-model-and-data.md", "python benchmarks/make_image_folder.py shirts")
+    assert script.main([str(tmp_path / "shirts"), "--source", "digits", "--per-class", "30", "--test-per-class", "5"]) == 0
+    run_block(cli, monkeypatch, tmp_path, block.replace("--epochs 10", "--epochs 3"))
+    assert (tmp_path / "runs" / "shirts-forget.audit" / "report.html").is_file()
+    namespace: dict = {}
+    exec(next(b for b in blocks(DOCS / "howto" / "own-model-and-data.md", "python") if "iris.csv" in b), namespace)
+    run_block(cli, monkeypatch, tmp_path, block_starting("howto/own-model-and-data.md", "oblivio train --dataset csv"))
+    assert (tmp_path / "runs" / "iris-forget.safetensors").is_file()
+
+
 def test_ledger_commands_run(cli, monkeypatch, tmp_path):
     monkeypatch.delenv("OBLIVIO_DB_URL", raising=False)
     monkeypatch.delenv("OBLIVIO_DB_URL_FILE", raising=False)
