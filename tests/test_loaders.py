@@ -336,3 +336,18 @@ def test_make_image_folder_bad_input_is_one_line(tmp_path, capsys):
         assert script.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], (argv, err)
+
+
+def test_ledger_processes_a_request_on_an_image_folder_model(cli, tmp_path, monkeypatch):
+    """The ledger reloads the image folder from the checkpoint's sidecar to forget a filed request."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OBLIVIO_DB_URL_FILE", raising=False)
+    monkeypatch.setenv("OBLIVIO_DB_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    folder(tmp_path / "imgs", {"cat": 10, "dog": 10})
+    assert cli("train", "--dataset", "imagefolder", "--data-dir", "imgs", "--epochs", "3", "--no-progress",
+               "--out", "runs/m.safetensors")[0] == 0
+    code, out, err = cli("requests", "add", "--ref", "t-1", "--checkpoint", "runs/m.safetensors", "--indices", "3,4")
+    assert code == 0, out + err
+    code, out, err = cli("requests", "process", "--checkpoint", "runs/m.safetensors", "--method", "rl")
+    assert code == 0, out + err
+    assert (tmp_path / "runs" / "m.run-1.safetensors").is_file()

@@ -74,7 +74,7 @@ def train(
     data_dir: Optional[str] = typer.Option(None, help="dataset directory (an image folder for imagefolder; the file "
                                                       "for npz and csv)"),
     data_option: Optional[List[str]] = typer.Option(
-        None, "--data-option", help="a loader option as key=value, repeatable: label=COLUMN (csv), mode=L|RGB "
+        None, "--data-option", metavar="KEY=VALUE", help="a loader option, repeatable: label=COLUMN (csv), mode=L|RGB "
                                     "(imagefolder), test_fraction=0.2 (without train/test folders)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
