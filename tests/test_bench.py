@@ -190,3 +190,24 @@ def test_changed_training_code_retrains_the_cached_models(first_run, monkeypatch
     monkeypatch.setattr(store, "code_hash", lambda *objs: "new-recipe" if oblivio.training in objs else real(*objs))
     changed = run_benchmark(config, out, progress=False)
     assert changed.header["cells_computed"] == len(changed.runs)  # original, retrain and methods: all afresh
+
+
+def test_code_hash_ignores_docstrings_and_comments(tmp_path, monkeypatch):
+    """Editing a docstring or a comment changes no result, so it must not invalidate cached cells or studies."""
+    import importlib
+    import sys
+
+    from oblivio.bench.store import code_hash
+
+    src = tmp_path / "probe_mod.py"
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def hashed(text: str) -> str:
+        src.write_text(text)
+        sys.modules.pop("probe_mod", None)
+        importlib.invalidate_caches()
+        return code_hash(importlib.import_module("probe_mod"))
+
+    base = hashed('"""Doc."""\ndef f(x):\n    """Say."""\n    return x + 1\n')
+    assert hashed('"""Other doc."""\n# a comment\ndef f(x):\n    """Say more."""\n    return x + 1  # why\n') == base
+    assert hashed('"""Doc."""\ndef f(x):\n    """Say."""\n    return x + 2\n') != base

@@ -5,6 +5,7 @@ so an interrupted run leaves only whole files and a rerun skips what is already 
 """
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
@@ -22,14 +23,30 @@ from .config import BenchConfig, stable_hash
 
 
 def code_hash(*objs: Any) -> str:
-    """Hash of the source files defining ``objs``, so changed code invalidates the cells it produced."""
+    """Hash of the code of the source files defining ``objs``, so changed code invalidates the cells it produced
+    (and the tuning studies it named). Docstrings and comments are left out: editing them changes no result."""
     h = hashlib.sha256()
     for obj in objs:
         try:
-            h.update(Path(inspect.getsourcefile(obj)).read_bytes())
+            h.update(_code_only(Path(inspect.getsourcefile(obj)).read_text()).encode())
         except (TypeError, OSError):
             h.update(repr(obj).encode())
     return h.hexdigest()[:12]
+
+
+def _code_only(source: str) -> str:
+    """``source``'s syntax tree without docstrings (comments never reach the tree); the source itself if it
+    does not parse."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree)
 
 
 def method_code_hash(name: str) -> str:
