@@ -34,17 +34,6 @@ from pathlib import Path
 
 import httpx
 
-def cpu_model() -> str:
-    """The CPU's model name (Linux), else the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 OBLIVIO = [sys.executable, "-c", "from oblivio.cli import main; main()"]
 TARGET = {"db": "postgresql", "clients": 32, "min_per_s": 500, "max_p99_ms": 200}  # issue 26
 
@@ -168,6 +157,7 @@ def main() -> None:
 
     from oblivio.checkpoint import read_sidecar
     from oblivio.pipeline import split_for_request
+    from oblivio.bench.report import cpu_name
     from oblivio.scenarios import RandomSubset
 
     tmp = Path(tempfile.mkdtemp(prefix="ledger-bench-"))
@@ -181,7 +171,7 @@ def main() -> None:
     if os.environ.get("OBLIVIO_BENCH_PG_URL"):
         dbs.append(("postgresql", *pg_schema_url(os.environ["OBLIVIO_BENCH_PG_URL"])))
     results = {"kind": "ledger_throughput",
-               "machine": f"{platform.node()}, {cpu_model()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
+               "machine": f"{platform.node()}, {cpu_name()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f} at start",
                "python": platform.python_version(), "server_workers": workers, "label": args.label,
                "server_note": "on SQLite serve runs one process" if workers > 1 else "",
                "commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -77,7 +77,8 @@ class BenchResult:
         return [r for r in self.runs + self.sequential_runs if r.get("warnings")]
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the platform's processor or machine string."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -116,7 +117,7 @@ def machine_header(cfg: BenchConfig, *, wall_seconds: float, computed: int, cach
         "config_hash": cfg.hash(),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -81,11 +81,11 @@ def run_bench(cfg: LMBenchConfig, log=print, source: str | None = None) -> dict:
 
     from datetime import datetime, timezone
 
-    from ..bench.report import git_commit
+    from ..bench.report import cpu_name, git_commit
 
     torch.set_num_threads(cfg.threads)
     header = {"commit": git_commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} CPUs, "
+              "machine": f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPUs, "
                          f"{cfg.threads} torch thread(s), torch {torch.__version__}",
               "seeds": list(cfg.seeds), "config": source}
     began = time.perf_counter()
