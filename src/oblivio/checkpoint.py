@@ -54,6 +54,11 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 (hex) of a file's bytes."""
+    return _sha256(Path(path))
+
+
 def checkpoint_files(path: str | os.PathLike, companions: tuple[str | os.PathLike, ...] = ()) -> list[Path]:
     """The files committed together for checkpoint ``path``: weights, sidecar, then companions."""
     return [Path(path), sidecar_path(path), *(Path(c) for c in companions)]

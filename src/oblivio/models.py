@@ -1,8 +1,15 @@
 """Model registry: an MLP, a LeNet-like CNN and a CIFAR-style ResNet-18, for any small input."""
 from __future__ import annotations
 
+import importlib
+import inspect
+import json
+import math
+import sys
+import warnings
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -110,13 +117,97 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_arch(name: str, args: dict | None = None) -> str:
+    """The architecture string a sidecar records for ``name`` (a registered name or ``package.module:factory``)
+    built with keyword ``args``: ``name`` alone, or ``name`` then the arguments as a JSON object (sorted keys),
+    e.g. ``mypkg.nets:make_net {"width": 8}``; ``build_model`` takes it back."""
+    return f"{name} {json.dumps(args, sort_keys=True)}" if args else name
+
+
+def parse_arch(arch: str) -> tuple[str, dict]:
+    """``model_arch``'s string -> (name or factory path, keyword arguments)."""
+    if not isinstance(arch, str) or not arch.strip():
+        raise OblivioError(f"model must be a registered name or package.module:factory, got {arch!r}")
+    name, _, args = arch.strip().partition(" ")
+    if not args.strip():
+        return name, {}
+    try:
+        kwargs = json.loads(args)
+    except json.JSONDecodeError as e:
+        raise OblivioError(f"model {arch!r}: its arguments are not a JSON object ({e})") from None
+    if not isinstance(kwargs, dict):
+        raise OblivioError(f"model {arch!r}: its arguments are not a JSON object")
+    return name, kwargs
+
+
+def import_factory(path: str) -> Callable[..., nn.Module]:
+    """The callable named by ``package.module:factory`` (``factory`` may be dotted: ``module:Class.build``).
+
+    Standard-library callables are refused: a sidecar names the factory that loading its checkpoint calls, so
+    only a model's own code (its package, or torchvision's, timm's, ...) may stand there."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise OblivioError(f"model {path!r}: a registered name ({', '.join(available_models())}) "
+                           "or package.module:factory")
+    root = module_name.split(".")[0]
+    if root in sys.stdlib_module_names or root == "builtins":
+        raise OblivioError(f"model {path!r}: {root} is a standard-library module, not a model's code")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001 - ImportError, or whatever the module raises on import
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OblivioError(f"model {path!r}: cannot import {module_name}: {detail}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise OblivioError(f"model {path!r}: {getattr(obj, '__name__', module_name)} has no attribute {part!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise OblivioError(f"model {path!r}: {attr} is a {type(obj).__name__}, not a callable")
+    return obj
+
+
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, seed: int | None = None, **kwargs) -> nn.Module:
-    """Build a registered architecture; with ``seed`` its initial weights are deterministic."""
-    if name not in _MODELS:
-        raise OblivioError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}")
+    """Build an architecture; with ``seed`` its initial weights are deterministic.
+
+    ``name``: a registered name, or ``package.module:factory`` (any importable callable returning an
+    ``nn.Module``), either optionally followed by its keyword arguments as ``model_arch`` writes them. The
+    factory is called as ``factory(input_shape, num_classes, **kwargs)`` when it takes those two parameters,
+    else ``factory(**kwargs)`` (``torchvision.models:resnet18`` with ``num_classes=10``)."""
+    name, recorded = parse_arch(name)
+    kwargs = recorded | kwargs
+    if ":" in name:
+        factory = import_factory(name)
+        takes_shape = _takes_shape(factory)
+    elif name in _MODELS:
+        factory, takes_shape = _MODELS[name], True
+    else:
+        raise OblivioError(f"unknown model {name!r}; choose one of: {', '.join(available_models())}, "
+                           "or give package.module:factory")
     if seed is not None:
         torch.manual_seed(seed)
-    return _MODELS[name](tuple(input_shape), num_classes, **kwargs)
+    try:
+        model = factory(tuple(input_shape), num_classes, **kwargs) if takes_shape else factory(**kwargs)
+    except OblivioError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a user's factory may raise anything on bad arguments
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise OblivioError(f"model {name}: the factory failed with {type(e).__name__}: {detail}") from None
+    if not isinstance(model, nn.Module):
+        raise OblivioError(f"model {name}: the factory returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def _takes_shape(factory: Callable) -> bool:
+    """Whether ``factory`` takes ``(input_shape, num_classes)`` first (oblivio's convention) rather than keywords only."""
+    try:
+        params = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    required = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is inspect.Parameter.empty]
+    return len(required) >= 2
 
 
 def check_compatible(model: nn.Module, input_shape: Sequence[int], num_classes: int) -> None:
@@ -167,3 +258,77 @@ def running_stats_for_single_samples(model: nn.Module) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def parse_model_args(pairs: Sequence[str] | None, flag: str = "--model-arg") -> dict:
+    """``["width=8", "act=relu"]`` -> ``{"width": 8, "act": "relu"}``: each value read as a YAML scalar
+    (``8`` an int, ``0.5`` a float, ``true`` a bool, ``null`` None, anything else a string)."""
+    import yaml
+
+    args: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise OblivioError(f"{flag} expects key=value, got {pair!r}")
+        if not key.isidentifier():
+            raise OblivioError(f"{flag} {pair!r}: {key!r} is not a Python parameter name")
+        if key in args:
+            raise OblivioError(f"{flag}: {key!r} is given twice")
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError as e:
+            raise OblivioError(f"{flag} {pair!r}: the value is not YAML: {str(e).splitlines()[0]}") from None
+        if parsed is not None and not isinstance(parsed, (bool, int, float, str)):
+            raise OblivioError(f"{flag} {pair!r}: the value must be a number, a string, true/false or null, "
+                               f"not a {type(parsed).__name__}")
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise OblivioError(f"{flag} {pair!r}: the value must be a finite number")
+        args[key] = parsed
+    return args
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A user's ``state_dict`` from ``path``: a safetensors file, or a PyTorch file (``torch.save``) loaded
+    with ``weights_only=True`` (no pickled code runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise OblivioError(f"--weights: {path} is not a file" if path.exists() else f"--weights: {path} not found")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            with warnings.catch_warnings():  # a foreign pickle protocol warns before it fails: one line only
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - safetensors / torch raise many types for foreign or corrupt files
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch (weights_only)"
+        raise OblivioError(f"--weights: {path} is not a readable {kind} file: {detail[:200]}") from None
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise OblivioError(f"--weights: {path} does not hold a state_dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load the ``state_dict`` in ``path`` into ``model`` strictly; a one-line error names the first key missing,
+    unexpected or of another shape (a weights file for another architecture)."""
+    state = read_state_dict(path)
+    expected = model.state_dict()
+    for key, tensor in expected.items():
+        if key not in state:
+            raise OblivioError(f"--weights: {Path(path).name} has no {key!r} that the model needs: "
+                               "weights for another architecture (or other --model-arg values)?")
+        if tuple(state[key].shape) != tuple(tensor.shape):
+            raise OblivioError(f"--weights: {key!r} has shape {tuple(state[key].shape)} in {Path(path).name} but "
+                               f"{tuple(tensor.shape)} in the model: weights for another architecture?")
+    extra = [k for k in state if k not in expected]
+    if extra:
+        raise OblivioError(f"--weights: {Path(path).name} has {extra[0]!r}, which the model does not: "
+                           "weights for another architecture?")
+    with torch.no_grad():
+        model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    return model

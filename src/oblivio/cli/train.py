@@ -6,14 +6,17 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from torch import nn
 
-from ..checkpoint import check_checkpoint_path, save_checkpoint
+from ..checkpoint import check_checkpoint_path, file_sha256, save_checkpoint
 from ..data import dataset_options, load_from_spec
 from ..errors import OblivioError
 from ..io import check_writable
 from ..pipeline import training_spec, training_split
 from ..scenarios import Backdoor, ClassForget, RandomSubset, check_third_party_fraction, make_split
-from ..training import TrainConfig, evaluate, train as train_model
+from ..models import (available_models, build_model, check_compatible, import_factory, load_weights, model_arch,
+                      parse_model_args, read_state_dict)
+from ..training import History, TrainConfig, evaluate, place, train as train_model
 from ..validation import check_options
 from ..device import device_info, gpu_recipe_warning, resolve_device, set_deterministic
 from ..validation import check_seed
@@ -57,9 +60,15 @@ def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_t
 @app.command()
 def train(
     dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder or csv"),
-    model: str = typer.Option("mlp", help="mlp, cnn or resnet18"),
+    model: str = typer.Option("mlp", help="mlp, cnn, resnet18, or package.module:factory (any importable callable "
+                                          "returning a torch nn.Module)"),
+    model_arg: Optional[List[str]] = typer.Option(
+        None, "--model-arg", metavar="KEY=VALUE", help="a keyword argument of the model's factory, repeatable; the "
+                                                       "value read as YAML (8, 0.5, true, relu)"),
+    weights: Optional[Path] = typer.Option(None, help="start from this state_dict (.safetensors, or a torch.save file "
+                                                      "read with weights_only=True); --epochs 0 records it as is"),
     out: Path = typer.Option(Path("runs/model.safetensors"), help="checkpoint to write (.safetensors + .json sidecar)"),
-    epochs: int = 20,
+    epochs: int = typer.Option(20, help="training epochs (0 with --weights: record the given weights untrained)"),
     batch_size: int = 64,
     lr: float = 0.05,
     optimizer: str = typer.Option("sgd", help="sgd or adam"),
@@ -104,8 +113,18 @@ def train(
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     check_third_party_fraction(third_party_fraction, "--third-party-fraction")
     options = data_options(dataset, data_option)
+    arch = model_arch(model, parse_model_args(model_arg))
+    if ":" in model:
+        import_factory(model)  # an import error shows before any data loads
+    elif model not in available_models():
+        raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
+                           "or give package.module:factory")
+    if epochs == 0 and weights is None:
+        raise OblivioError("--epochs 0 records a model without training it: give its --weights")
+    if weights is not None:
+        read_state_dict(weights)  # a missing or unreadable file shows before any data loads
     poison = Backdoor(poison_fraction, target, patch_size, trigger_value, trigger_position) if backdoor else None  # checked before any data loads
-    recipe = check_options("train", TrainConfig, {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
+    recipe = check_options("train", TrainConfig, {"epochs": epochs or 1, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
     check_writable(out, what="--out", need_bytes=1 << 20)
     dev = resolve_device(device)
     if deterministic:
@@ -117,15 +136,24 @@ def train(
     warning = gpu_recipe_warning(model, len(split.train), config.epochs, dev)
     if warning:
         err_console.print(f"[bold yellow]{warning}[/]")
-    net, history = train_model(model, split.train, data.num_classes, config, device=dev)
+    start: nn.Module | str = arch
+    if weights is not None:
+        start = load_weights(build_model(arch, data.info.input_shape, data.num_classes, seed=seed), weights)
+    if epochs:
+        net, history = train_model(start, split.train, data.num_classes, config, device=dev)
+    else:  # the given weights as they are
+        net, history = place(start, dev).eval(), History()
+        check_compatible(net, data.info.input_shape, data.num_classes)
+    given = {"weights": {"file": str(weights.resolve()), "sha256": file_sha256(weights)}} if weights else {}
     scores = evaluate(net, split)
     if poison is None:
         del scores["forget"]  # no forget request yet: retain here is the whole train pool minus one sample
     save_checkpoint(
-        out, net, arch=model, input_shape=data.info.input_shape, num_classes=data.num_classes, dataset=dataset,
+        out, net, arch=arch, input_shape=data.info.input_shape, num_classes=data.num_classes, dataset=dataset,
         seed=seed, training=training_spec(spec, split),
-        extra={"train_config": config.__dict__, "train_seconds": history.seconds,
-               "scores": scores, "device": device_info(dev), "deterministic": deterministic, "threads": threads},
+        extra={"train_config": config.__dict__ if epochs else None, "train_seconds": history.seconds,
+               "scores": scores, "device": device_info(dev), "deterministic": deterministic, "threads": threads}
+        | given,
     )
     console.print(percent_table(f"{model} on {dataset} ({history.seconds:.1f} s on {describe(dev)}, {threads} "
                                 f"thread{'s' * (threads > 1)})", {"original": scores}))
