@@ -170,3 +170,29 @@ def test_weights_for_another_architecture_are_refused(cli, factories, tmp_path):
         assert message in one_error(*cli("train", "--weights", tmp_path / bad, "--epochs", "0", *SMALL,
                                          "--out", tmp_path / "m.safetensors"))
     assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_docs_own_model_class_and_weights_commands_run(cli, tmp_path, monkeypatch):
+    """The page's 'Your own model class and weights' flow: mynets.py from its Python block, the weights file from
+    the next, then its two shell blocks, in-process."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    page = (Path(__file__).parent.parent / "docs" / "howto" / "own-model-and-data.md").read_text()
+    section = page[page.index("## Your own model class and weights"):page.index("## Checkpoints")]
+    python = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
+    bash = re.findall(r"^```bash\n(.*?)^```", section, flags=re.S | re.M)
+    (tmp_path / "mynets.py").write_text(python[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    exec(python[0] + python[1], {})
+    for block in bash:
+        for line in block.splitlines():
+            argv = shlex.split(line)
+            if argv and argv[0] == "oblivio":
+                code, out, err = cli(*argv[1:])
+                assert code == 0, f"{line}\n{out}\n{err}"
+    assert (tmp_path / "runs" / "mynet-retrain.safetensors").is_file()
+    assert (tmp_path / "runs" / "given-forget.safetensors").is_file()
+    assert load_checkpoint(tmp_path / "runs" / "given.safetensors")[1]["extra"]["weights"]["file"].endswith("mynet.pt")
