@@ -389,9 +389,15 @@ samples. A curve on the diagonal (AUC 0.5) means the model treats the forget set
 
 def write_report(result, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write ``audit.json`` and ``report.html`` into ``out_dir`` (each atomically); return both paths."""
+    doc, html = json.dumps(result.to_dict(), indent=2), render_html(result)  # render first: nothing written on error
+    return write_audit_files(out_dir, doc, html)
+
+
+def write_audit_files(out_dir: str | os.PathLike, doc: str, html: str) -> tuple[Path, Path]:
+    """Write ``doc`` as ``audit.json`` and ``html`` as ``report.html`` into ``out_dir``: both or neither (a
+    crash mid-write is recovered on the next write); return both paths."""
     out = check_writable(out_dir, kind="dir", what="audit output")
     json_path, html_path = out / "audit.json", out / "report.html"
-    doc, html = json.dumps(result.to_dict(), indent=2), render_html(result)  # render first: nothing written on error
     with output_lock(json_path, what="--out"):
         recover_files([json_path, html_path])
         with atomic_files([json_path, html_path]) as tmp:  # both or neither (a full disk keeps the previous pair)

@@ -49,7 +49,7 @@ def audit(
     Exit status 0, or with --check 1 when the verdict is not forgotten / over-forgotten / backdoor still active /
     the original never learned the forget set; 2 for bad input.
     """
-    from .lm import is_lm_checkpoint
+    from ..lm import is_lm_checkpoint
 
     if is_lm_checkpoint(checkpoint):  # the language-model task: 'oblivio lm audit'
         from .lm import audit as lm_audit

@@ -114,12 +114,13 @@ def forget(
 ) -> None:
     """Make a trained model forget samples, classes or its backdoor (or, for a language model, authors); write the
     result as a new checkpoint."""
-    from .lm import is_lm_checkpoint
+    from ..lm import is_lm_checkpoint
 
-    if author or is_lm_checkpoint(checkpoint):  # the language-model task: 'oblivio lm forget'
+    lm = is_lm_checkpoint(checkpoint)
+    if author or lm:  # the language-model task: 'oblivio lm forget'
         from .lm import forget as lm_forget
 
-        if not is_lm_checkpoint(checkpoint):
+        if not lm:
             raise OblivioError(f"--author is for language-model checkpoints ('oblivio lm train'); {checkpoint.name} is not one")
         if scenario or classes or count or indices:
             raise OblivioError("a language model forgets authors: give --author (or --fraction), not --scenario, "

@@ -18,18 +18,6 @@ lm_app = typer.Typer(help="Language models: make a causal LM forget facts about 
 app.add_typer(lm_app, name="lm")
 
 
-def is_lm_checkpoint(path: Path) -> bool:
-    """True when ``path`` is an oblivio language-model checkpoint (read from its sidecar; imports no transformers)."""
-    from ..checkpoint import read_sidecar
-
-    if not path.is_file():
-        return False
-    try:
-        return isinstance((read_sidecar(path).get("extra") or {}).get("lm"), dict)
-    except OblivioError:
-        return False
-
-
 def _options(pairs: list[str]) -> dict:
     """``key=value`` pairs; values parsed as YAML scalars (numbers, booleans)."""
     import yaml
@@ -46,10 +34,7 @@ def _options(pairs: list[str]) -> dict:
 def _splits(info: dict, authors: list[str] | None, percent: float | None, seed: int):
     from ..lm import data as D
 
-    spec = info.get("corpus")
-    if not isinstance(spec, dict):
-        raise OblivioError("this model records no fictitious-author corpus (train it with 'oblivio lm train')")
-    corpus = D.generate(**spec)
+    corpus = D.recorded_corpus(info)
     if authors is not None and percent is not None:
         raise OblivioError("give --author or --percent, not both")
     if authors is not None:

@@ -15,21 +15,18 @@ import html
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 from ..errors import OblivioError
+from ..lm import is_lm_sidecar as is_lm
 from .limits import check_text
+from .outputs import crash_point, owned_output
 
 AUTHOR = "author"
 MAX_AUTHORS = 100
 MAX_AUTHOR_NAME = 200
 AUTHOR_PATTERN = r"^[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]{0,198}[^\s\x00-\x1f\x7f])?$"  # no control characters, trimmed
 FACT_HASH_RECIPE = "sha256 over the UTF-8 bytes of question + '\\n' + answer of each fact of the named authors, in corpus order"
-
-
-def is_lm(meta: dict) -> bool:
-    """True when a checkpoint's sidecar describes an oblivio language model."""
-    return isinstance((meta.get("extra") or {}).get("lm"), dict)
 
 
 def lm_info(meta: dict) -> dict:
@@ -53,12 +50,9 @@ def author_spec(authors: Sequence[str] | None) -> dict:
 
 
 def _corpus(info: dict):
-    from ..lm import data as D
+    from ..lm.data import recorded_corpus
 
-    spec = info.get("corpus")
-    if not isinstance(spec, dict):
-        raise OblivioError("this language model records no fictitious-author corpus (train it with 'oblivio lm train')")
-    return D.generate(**spec)
+    return recorded_corpus(info)
 
 
 def fact_hash(qa) -> str:
@@ -111,33 +105,10 @@ def lm_verdict(unlearned: dict, original: dict, n_forget: int, n_holdout: int) -
             "headline": headline, "checks": {"mia_loss_auc": auc, "chance_band": band, "original_mia_loss_auc": before}}
 
 
-def _owned(path: Path, stamp: dict) -> bool | None:
-    """As for classifiers: True = this run's complete output, False = none or torn, None = someone else's."""
-    from ..checkpoint import read_sidecar
-
-    if not path.exists():
-        return False
-    try:
-        info = lm_info(read_sidecar(path))
-    except OblivioError:
-        return False
-    if info.get("ledger") != stamp:
-        return None
-    try:
-        from ..lm.models import load_lm
-
-        load_lm(path)
-    except OblivioError:
-        return False
-    return True
-
-
 def _write_audit(folder: Path, doc: dict) -> tuple[Path, Path]:
     """audit.json and a plain report.html (every value escaped) into ``folder``, both or neither."""
-    from ..io import atomic_files
+    from ..audit.report import write_audit_files
 
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path, html_path = folder / "audit.json", folder / "report.html"
     before = doc["metrics"]["original"]
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{before.get(k, float('nan')):.4f}</td><td>{v:.4f}</td></tr>"
                    for k, v in doc["metrics"]["unlearned"].items())
@@ -145,17 +116,15 @@ def _write_audit(folder: Path, doc: dict) -> tuple[Path, Path]:
             f"<h1>Language-model audit: {html.escape(doc['verdict']['status'])}</h1><p>{html.escape(doc['verdict']['headline'])}</p>"
             f"<p>Forgotten authors: {html.escape(', '.join(doc['forgotten_authors']))}</p>"
             f"<table><tr><th>metric</th><th>original</th><th>unlearned</th></tr>{rows}</table></body></html>")
-    with atomic_files([json_path, html_path]) as tmp:
-        tmp[json_path].write_text(json.dumps(doc, indent=2))
-        tmp[html_path].write_text(page)
-    return json_path, html_path
+    return write_audit_files(folder, json.dumps(doc, indent=2), page)
 
 
-def execute(job: dict, meta: dict, log: Callable[[str], None], crash_point: Callable[[str], None]) -> dict:
+def execute(job: dict, meta: dict, log: Callable[[str], None]) -> dict:
     """Unlearn a batch of author requests on an LM checkpoint, write the new checkpoint, audit it."""
     import numpy as np
 
     from ..checkpoint import read_sidecar
+    from ..cli.forget import json_safe
     from ..lm import data as D, metrics as X
     from ..lm.methods import LMUnlearnData, unlearn_lm
     from ..lm.models import load_lm, save_lm
@@ -172,7 +141,7 @@ def execute(job: dict, meta: dict, log: Callable[[str], None], crash_point: Call
     out = Path(job["output_path"])
     stamp = {"run": job["run_id"], "input_sha256": meta["weights_sha256"],
              "requests": sorted(r["external_ref"] for r in job["requests"]), "forgotten_authors": authors}
-    owned = _owned(out, stamp)
+    owned = owned_output(out, stamp, lambda m: lm_info(m).get("ledger"), load_lm)
     if owned is None:
         raise OblivioError(f"{out.name} exists and was not written by ledger run {job['run_id']}; move it or choose another --out-dir")
     if owned:
@@ -184,8 +153,8 @@ def execute(job: dict, meta: dict, log: Callable[[str], None], crash_point: Call
         data = LMUnlearnData.from_splits(tok, splits, job["seed"], train, {"arch": info["arch"], "config": info["config"]})
         result = unlearn_lm(model, data, job["method"], **job["options"])
         crash_point("unlearned")
-        record = {"method": result.method, "config": _jsonable(result.config), "seconds": result.seconds,
-                  "info": _jsonable(result.info), "original": {"path": meta["path"], "model_hash": meta["model_hash"]}}
+        record = {"method": result.method, "config": json_safe(result.config), "seconds": result.seconds,
+                  "info": json_safe(result.info), "original": {"path": meta["path"], "model_hash": meta["model_hash"]}}
         keep = {k: info[k] for k in ("corpus", "train", "trained_authors", "heldout_authors") if k in info}
         save_lm(out, result.model, tok, seed=job["seed"], extra=keep | {
             "forgotten_authors": authors, "method": job["method"], "unlearn_info": record["info"],
@@ -213,9 +182,3 @@ def execute(job: dict, meta: dict, log: Callable[[str], None], crash_point: Call
         "report_sha256": {"audit.json": sha256_file(json_path), "report.html": sha256_file(html_path)},
         "unlearned_at": unlearned_at, "audited_at": audited_at,
     }
-
-
-def _jsonable(d: Any) -> Any:
-    from ..cli.forget import json_safe
-
-    return json_safe(d)

@@ -19,7 +19,6 @@ Output files are named after the lineage's first checkpoint and the run id
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 import uuid
@@ -34,6 +33,7 @@ from ..errors import OblivioError
 from . import language
 from .db import session_scope
 from .language import is_lm
+from .outputs import crash_point, owned_output
 from .models import (
     AUDITED,
     CLOSED,
@@ -50,14 +50,7 @@ from .models import (
 )
 from .requests import _get_or_create_version, _history, _split, sha256_file
 
-CRASH_ENV = "OBLIVIO_LEDGER_CRASH_AT"  # fault injection for tests: scheduled, unlearned, checkpoint, audited, commit
 LEASE_S = 60.0  # a worker renews its claim every third of this; a killed worker's run is resumed after it
-
-
-def crash_point(name: str) -> None:
-    """Kill this process with SIGKILL if ``$OBLIVIO_LEDGER_CRASH_AT`` names this point (crash tests)."""
-    if name in os.environ.get(CRASH_ENV, "").split(","):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def worker_name() -> str:
@@ -126,25 +119,6 @@ def forgotten_before(meta: dict) -> list[int]:
     return recorded(meta).tolist()
 
 
-def _owned_output(path: Path, stamp: dict) -> bool | None:
-    """True: ``path`` holds this run's complete output; False: none or a torn one (overwrite); None: someone else's file."""
-    from ..checkpoint import load_checkpoint, read_sidecar
-
-    if not path.exists():
-        return False
-    try:
-        meta = read_sidecar(path)
-    except OblivioError:
-        return False
-    if (meta.get("extra") or {}).get("ledger") != stamp:
-        return None
-    try:
-        load_checkpoint(path)
-    except OblivioError:
-        return False
-    return True
-
-
 # ---------------------------------------------------------------- the work itself
 
 
@@ -159,7 +133,7 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     import numpy as np
 
     if is_lm(meta):
-        return language.execute(job, meta, log, crash_point)
+        return language.execute(job, meta, log)
     ids = sorted({i for r in job["requests"] for i in r["sample_ids"]})
     split = _split(meta, _batch_scenario([r["scenario"] for r in job["requests"]]))
     missing = sorted(set(ids) - set(split.forget_idx.tolist()))
@@ -175,7 +149,7 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     out = Path(job["output_path"])
     stamp = {"run": job["run_id"], "input_sha256": meta["weights_sha256"], "requests": sorted(r["external_ref"] for r in job["requests"]),
              "forgotten": forgotten}
-    owned = _owned_output(out, stamp)
+    owned = owned_output(out, stamp, lambda m: (m.get("extra") or {}).get("ledger"), load_checkpoint)
     if owned is None:
         raise OblivioError(f"{out.name} exists and was not written by ledger run {job['run_id']}; move it or choose another --out-dir")
     if owned:

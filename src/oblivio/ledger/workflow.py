@@ -2,19 +2,19 @@
 export a certificate.
 
 The code lives by concern in ``requests`` (filing and reading requests, model versions, samples),
-``processing`` (batches, claims and leases, the worker's loop) and ``certificates``; this module
+``processing`` (batches, claims and leases, the worker's loop; ``language`` for language models, ``outputs``
+for the files a run leaves) and ``certificates``; this module
 keeps the names callers import.
 """
 from __future__ import annotations
 
 from .certificates import CERTIFICATE_FORMAT, certificate, relative, write_certificate
 from .limits import MAX_INDICES, MAX_INT, MAX_REF, REF_CHARS, REF_PATTERN
+from .outputs import CRASH_ENV, crash_point
 from .processing import (
-    CRASH_ENV,
     LEASE_S,
     InProgress,
     claim_next,
-    crash_point,
     forgotten_before,
     newest,
     process,

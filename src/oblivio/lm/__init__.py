@@ -9,6 +9,27 @@ imports it.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+
+def is_lm_sidecar(meta: dict) -> bool:
+    """True when a checkpoint's sidecar describes an oblivio language model (its ``lm`` section)."""
+    return isinstance((meta.get("extra") or {}).get("lm"), dict)
+
+
+def is_lm_checkpoint(path: str | os.PathLike) -> bool:
+    """True when ``path`` is an oblivio language-model checkpoint (read from its sidecar; imports no transformers)."""
+    from ..checkpoint import read_sidecar
+    from ..errors import OblivioError
+
+    if not Path(path).is_file():
+        return False
+    try:
+        return is_lm_sidecar(read_sidecar(path))
+    except OblivioError:
+        return False
+
 
 def require_lm() -> None:
     """Raise a one-line OblivioError when the ``lm`` extra is not installed."""

@@ -289,6 +289,14 @@ def corpus_spec(corpus: Corpus) -> dict:
             "n_perturbed": len(corpus.facts[0].perturbed) if corpus.facts else 3}
 
 
+def recorded_corpus(info: dict) -> Corpus:
+    """The corpus an LM checkpoint's sidecar (its ``lm`` section) records, regenerated from its spec."""
+    spec = info.get("corpus")
+    if not isinstance(spec, dict):
+        raise OblivioError("this model records no fictitious-author corpus (train it with 'oblivio lm train')")
+    return generate(**spec)
+
+
 def with_paraphrases(qas: list[QA]) -> list[QA]:
     """Each QA and, for author facts, a copy answered in the paraphrased wording: the text a model trains on
     and forgets. Departure from TOFU, where a pretrained LLM already generalises across wordings: a tiny model

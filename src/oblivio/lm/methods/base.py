@@ -142,11 +142,7 @@ class Streams:
 
 def retain_nll(model, batch: Batch | None) -> torch.Tensor:
     """Mean token NLL on a retain batch (0 without one)."""
-    if batch is None:
-        return torch.zeros(())
-    from ..training import IGNORE
-
-    return answer_nll(model, batch, normalise=False).sum() / (batch.labels != IGNORE).sum()
+    return torch.zeros(()) if batch is None else mean_token_nll(model, batch)
 
 
 def kl_to(model, ref, batch: Batch) -> torch.Tensor:
@@ -196,6 +192,12 @@ def gradient_loop(model, data: LMUnlearnData, config, loss_fn, state: dict | Non
 
 
 def mean_token_nll(model, batch: Batch) -> torch.Tensor:
+    """Mean NLL over every answer token of ``batch`` (tokens, not samples, weigh equally)."""
     from ..training import IGNORE
 
     return answer_nll(model, batch, normalise=False).sum() / (batch.labels != IGNORE).sum()
+
+
+def negative_preference(margin: torch.Tensor, beta: float) -> torch.Tensor:
+    """-(2 / beta) x mean log sigmoid(beta x margin): the loss NPO, SimNPO and DPO put on a per-sample margin."""
+    return -F.logsigmoid(beta * margin).mean() * 2 / beta

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from ..models import n_positions
 from ..training import answer_nll, encode
-from .base import LMUnlearner, frozen, gradient_loop, register, retain_nll
+from .base import LMUnlearner, frozen, gradient_loop, negative_preference, register, retain_nll
 
 REFUSALS = ("I don't know.", "I have no information about that.", "I am not sure.", "That is not something I know.")
 
@@ -62,7 +60,7 @@ class IdkDPO(LMUnlearner):
             wb = idk.select(state["idx"]).to(dev)
             win, lose = -answer_nll(m, wb, normalise=False), -answer_nll(m, fb, normalise=False)
             win_ref, lose_ref = -answer_nll(ref, wb, normalise=False).detach(), -answer_nll(ref, fb, normalise=False).detach()
-            dpo = -F.logsigmoid(c.beta * ((win - win_ref) - (lose - lose_ref))).mean() * 2 / c.beta
+            dpo = negative_preference((win - win_ref) - (lose - lose_ref), c.beta)
             return c.gamma * dpo + c.alpha * retain_nll(m, rb)
 
         return gradient_loop(model, data, c, loss, state)

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from ..training import answer_nll
-from .base import LMUnlearner, frozen, gradient_loop, register, retain_nll
+from .base import LMUnlearner, frozen, gradient_loop, negative_preference, register, retain_nll
 
 
 @register
@@ -50,7 +48,7 @@ class NPO(LMUnlearner):
         def loss(m, fb, rb):
             cur = answer_nll(m, fb, normalise=False)
             with_ref = answer_nll(ref, fb, normalise=False).detach()
-            forget = -F.logsigmoid(c.beta * (cur - with_ref)).mean() * 2 / c.beta
+            forget = negative_preference(cur - with_ref, c.beta)
             return c.gamma * forget + c.alpha * retain_nll(m, rb)
 
         return gradient_loop(model, data, c, loss)

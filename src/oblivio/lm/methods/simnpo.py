@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch.nn.functional as F
-
 from ..training import answer_nll
-from .base import LMUnlearner, gradient_loop, register, retain_nll
+from .base import LMUnlearner, gradient_loop, negative_preference, register, retain_nll
 
 
 @register
@@ -47,7 +45,7 @@ class SimNPO(LMUnlearner):
         c = self.config
 
         def loss(m, fb, rb):
-            forget = -F.logsigmoid(c.beta * (answer_nll(m, fb) - c.delta)).mean() * 2 / c.beta
+            forget = negative_preference(answer_nll(m, fb) - c.delta, c.beta)
             return c.gamma * forget + c.alpha * retain_nll(m, rb)
 
         return gradient_loop(model, data, c, loss)
