@@ -28,13 +28,13 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
         raise OblivioError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def parse_options(pairs: list[str]) -> dict[str, Any]:
+def parse_options(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
     """``["lr=1e-4", "optimizer=sgd", "bandwidths=[0.1,1]"]`` -> options (JSON values, else strings)."""
     options: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise OblivioError(f"--set expects key=value, got {pair!r}")
+            raise OblivioError(f"{flag} expects key=value, got {pair!r}")
         try:
             options[key.strip()] = json.loads(value)
         except json.JSONDecodeError:

@@ -11,24 +11,12 @@ from typing import List, Optional
 import typer
 
 from ..errors import OblivioError
+from .forget import parse_options
 from .app import app, console, err_console, threads_option, use_threads
 
 lm_app = typer.Typer(help="Language models: make a causal LM forget facts about fictitious authors (TOFU-style).",
                      no_args_is_help=True)
 app.add_typer(lm_app, name="lm")
-
-
-def _options(pairs: list[str]) -> dict:
-    """``key=value`` pairs; values parsed as YAML scalars (numbers, booleans)."""
-    import yaml
-
-    out = {}
-    for p in pairs:
-        if "=" not in p:
-            raise OblivioError(f"--option takes key=value, got {p!r}")
-        k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
 
 
 def _splits(info: dict, authors: list[str] | None, percent: float | None, seed: int):
@@ -97,7 +85,7 @@ def forget(
     s = _splits(info, author, percent, seed)
     data = LMUnlearnData.from_splits(tok, s, seed, TrainConfig(**info["train"]) if isinstance(info.get("train"), dict)
                                      else None, {"arch": info["arch"], "config": info["config"]})
-    res = unlearn_lm(model, data, method, **_options(option))
+    res = unlearn_lm(model, data, method, **parse_options(option, "--option"))
     keep = {k: info[k] for k in ("corpus", "train", "trained_authors", "heldout_authors") if k in info}
     save_lm(out, res.model, tok, seed=seed, extra=keep | {"forgotten_authors": s.forget, "method": method,
                                                           "unlearn_info": res.info, "original": str(model_path)})

@@ -1,7 +1,6 @@
 """``oblivio train`` and ``oblivio demo``."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,6 +19,7 @@ from ..training import History, TrainConfig, evaluate, place, train as train_mod
 from ..validation import check_options
 from ..device import device_info, gpu_recipe_warning, resolve_device, set_deterministic
 from ..validation import check_seed
+from .forget import parse_options
 from .app import (AMP_HELP, DETERMINISTIC_HELP, DEVICE_HELP, app, console, describe, err_console, percent_table,
                   threads_option, use_threads)
 
@@ -29,16 +29,7 @@ FILE_DATASETS = ("npz", "csv")  # --data-dir names a file, recorded as the spec'
 
 def data_options(dataset: str, pairs: Optional[List[str]]) -> dict:
     """``["label=species", "test_fraction=0.25"]`` -> the loader's keywords (JSON values, else strings)."""
-    options: dict = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise OblivioError(f"--data-option expects key=value, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
+    options = parse_options(pairs or [], "--data-option")
     known = [o for o in dataset_options(dataset) if o != "path"]
     unknown = sorted(set(options) - set(known))
     if unknown:
