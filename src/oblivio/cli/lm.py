@@ -19,6 +19,10 @@ lm_app = typer.Typer(help="Language models: make a causal LM forget facts about 
 app.add_typer(lm_app, name="lm")
 
 
+# 'oblivio lm train's defaults, also what 'oblivio train --task lm' trains with
+TRAIN_DEFAULTS = {"authors": 100, "arch": "gpt2", "size": "cpu", "steps": 400, "lr": 0.01, "batch_size": 64}
+
+
 def _splits(info: dict, authors: list[str] | None, percent: float | None, seed: int):
     from ..lm import data as D
 
@@ -33,13 +37,13 @@ def _splits(info: dict, authors: list[str] | None, percent: float | None, seed: 
 @lm_app.command("train")
 def train(
     out: Path = typer.Option(..., "--out", help="where to write the model (.safetensors; tokenizer and sidecar beside it)"),
-    authors: int = typer.Option(100, "--authors", help="fictitious authors to generate (a sixth are held out)"),
+    authors: int = typer.Option(TRAIN_DEFAULTS["authors"], "--authors", help="fictitious authors to generate (a sixth are held out)"),
     seed: int = typer.Option(0, help="seeds the corpus, the model's initialisation and training"),
-    arch: str = typer.Option("gpt2", help="gpt2 or llama"),
-    size: str = typer.Option("cpu", help="test (seconds), cpu (about a minute on 2 cores) or gpu"),
-    steps: int = typer.Option(400, help="training steps"),
-    lr: float = typer.Option(0.01, help="learning rate"),
-    batch_size: int = typer.Option(64, help="batch size"),
+    arch: str = typer.Option(TRAIN_DEFAULTS["arch"], help="gpt2 or llama"),
+    size: str = typer.Option(TRAIN_DEFAULTS["size"], help="test (seconds), cpu (about a minute on 2 cores) or gpu"),
+    steps: int = typer.Option(TRAIN_DEFAULTS["steps"], help="training steps"),
+    lr: float = typer.Option(TRAIN_DEFAULTS["lr"], help="learning rate"),
+    batch_size: int = typer.Option(TRAIN_DEFAULTS["batch_size"], help="batch size"),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Generate the corpus, train a tokenizer and a causal LM on every non-held-out author, save them."""

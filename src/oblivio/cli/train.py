@@ -88,9 +88,9 @@ def train(
 ) -> None:
     """Train an original model on the train pool (third-party data held out) and save a checkpoint."""
     if task == "lm":
-        from .lm import train as lm_train
+        from .lm import TRAIN_DEFAULTS, train as lm_train
 
-        lm_train(out, 100, seed, "gpt2", "cpu", 400, 0.01, 64, threads)
+        lm_train(out=out, seed=seed, threads=threads, **TRAIN_DEFAULTS)
         return
     if task != "classifier":
         raise OblivioError(f"--task must be classifier or lm, got {task!r}")
