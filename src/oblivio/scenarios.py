@@ -170,8 +170,10 @@ class Split:
     def retain_idx(self) -> np.ndarray:
         return np.setdiff1d(self.pool_idx, self.forget_idx, assume_unique=True)
 
-    def _part(self, idx: np.ndarray) -> TensorDataset:
+    def _part(self, idx: np.ndarray) -> TensorDataset | StreamedPart:
         t = torch.as_tensor(idx, dtype=torch.long)
+        if isinstance(self.x_train, StreamedImages):  # read batch by batch, never stacked
+            return StreamedPart(self.x_train[t], self.y_train[t])
         return TensorDataset(self.x_train[t], self.y_train[t])
 
     def subset(self, idx: np.ndarray) -> TensorDataset:
@@ -196,7 +198,9 @@ class Split:
         return self._part(self.third_party_idx)
 
     @property
-    def test(self) -> TensorDataset:
+    def test(self) -> TensorDataset | StreamedPart:
+        if isinstance(self.x_test, StreamedImages):
+            return StreamedPart(self.x_test, self.y_test)
         return TensorDataset(self.x_test, self.y_test)
 
     @property
@@ -266,14 +270,17 @@ def _pool_and_third_party(n: int, fraction: float, seed: int) -> tuple[np.ndarra
 
 
 def make_split(
-    data: Dataset, scenario: Scenario, seed: int = 0, third_party_fraction: float = 0.1
+    data: Dataset, scenario: Scenario, seed: int = 0, third_party_fraction: float = 0.1,
+    cut: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Split:
     """Cut ``data`` into retain / forget / third-party / test for ``scenario``, deterministically from ``seed``.
 
     The pool / third-party cut depends only on the seed and fraction, so the same original
-    model serves every random or class request made with that seed.
+    model serves every random or class request made with that seed. ``cut``: explicit sorted
+    (pool, third-party) training-set indices instead (a model's user stated them, ``oblivio import``);
+    ``third_party_fraction`` is then only recorded.
     """
-    pool, third = _pool_and_third_party(len(data.y_train), third_party_fraction, seed)
+    pool, third = cut if cut is not None else _pool_and_third_party(len(data.y_train), third_party_fraction, seed)
     rng = np.random.default_rng([seed, 1])
     x_train, y_train = data.x_train, data.y_train
     x_trig = y_trig = None
@@ -294,6 +301,10 @@ def make_split(
                 raise OblivioError(
                     f"random scenario: indices {held[:5].tolist()} are in the held-out third-party pool, which the model never trained on"
                 )
+            unseen = forget[~np.isin(forget, pool)]
+            if unseen.size:  # an explicit cut may leave samples in neither part
+                raise OblivioError(f"random scenario: indices {unseen[:5].tolist()} are not in the training pool, "
+                                   "which the model never trained on")
             if forget.size >= pool.size:
                 raise OblivioError("random scenario: forgetting every training sample leaves nothing to retain")
             forget = np.sort(forget)
@@ -323,6 +334,10 @@ def make_split(
             raise OblivioError(f"backdoor scenario: empty forget set (fraction {scenario.fraction} of {len(pool)} samples)")
         forget = np.sort(rng.choice(candidates, size=min(n, len(candidates)), replace=False))
         t = torch.as_tensor(forget)
+        if isinstance(data.x_train, StreamedImages):
+            raise OblivioError("backdoor scenario: it stamps a trigger into training images held in memory, and this "
+                               "dataset is streamed from disk; load it without streaming (stream=false) on a machine "
+                               "with the memory")
         x_train, y_train = data.x_train.clone(), data.y_train.clone()
         x_train[t] = scenario.stamp(x_train[t])
         y_train[t] = scenario.target
