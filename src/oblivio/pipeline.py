@@ -7,6 +7,7 @@ import numpy as np
 
 from .data import Dataset, load_from_spec
 from .errors import OblivioError
+from .imported import recorded_cut
 from .validation import check_seed
 from .scenarios import Backdoor, RandomSubset, Scenario, Split, make_split, scenario_from_dict
 
@@ -25,9 +26,11 @@ def training_spec(data_spec: dict, split: Split) -> dict:
     } | names
 
 
-def training_split(data: Dataset, seed: int, third_party_fraction: float, backdoor: Backdoor | None) -> Split:
-    """The split an original model trains on (``split.train``): poisoned if ``backdoor`` is given."""
-    return make_split(data, backdoor or RandomSubset(count=1), seed, third_party_fraction)
+def training_split(data: Dataset, seed: int, third_party_fraction: float, backdoor: Backdoor | None,
+                   cut: tuple[np.ndarray, np.ndarray] | None = None) -> Split:
+    """The split an original model trains on (``split.train``): poisoned if ``backdoor`` is given; ``cut``: the
+    explicit (pool, third-party) indices of an imported model instead of the seeded cut."""
+    return make_split(data, backdoor or RandomSubset(count=1), seed, third_party_fraction, cut=cut)
 
 
 def check_classes(data: Dataset, meta: dict) -> None:
@@ -64,6 +67,10 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
         raise OblivioError(f"checkpoint sidecar: training third_party_fraction must be a number, got {tpf!r}")
     data = data if data is not None else load_from_spec(spec["data"])
     check_classes(data, meta)
+    imported = spec.get("imported") if isinstance(spec.get("imported"), dict) else {}
+    if imported.get("data_fingerprint") not in (None, data.fingerprint()):
+        raise OblivioError("the data differs from the data the model was imported with (its fingerprint changed)")
+    cut = recorded_cut(spec, len(data.y_train))
     poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
     if scenario is None or isinstance(scenario, Backdoor):
         if poison is None:
@@ -73,7 +80,7 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
         raise OblivioError(
             "this model was trained on backdoored data; forget the poisoned samples first (--scenario backdoor)"
         )
-    split = make_split(data, scenario, spec["seed"], spec["third_party_fraction"])
+    split = make_split(data, scenario, spec["seed"], spec["third_party_fraction"], cut=cut)
     if split.hashes()["pool"] != spec["pool_hash"]:
         raise OblivioError("the rebuilt training pool differs from the one the model was trained on (data changed?)")
     return data, split

@@ -143,6 +143,8 @@ class _Pool:
         self.n_train = len(self.split.y_train)
         self.third = np.zeros(self.n_train, dtype=bool)
         self.third[self.split.third_party_idx] = True
+        self.pool = np.zeros(self.n_train, dtype=bool)  # an imported model's cut may leave samples in neither
+        self.pool[self.split.pool_idx] = True
         self.pool_size = len(self.split.pool_idx)
 
     def resolve(self, indices: list[int]) -> list[int]:
@@ -154,6 +156,10 @@ class _Pool:
         held = [i for i in indices if self.third[i]]
         if held:
             raise OblivioError(f"random scenario: indices {held[:5]} are in the held-out third-party pool, which the model never trained on")
+        unseen = [i for i in indices if not self.pool[i]]
+        if unseen:
+            raise OblivioError(f"random scenario: indices {unseen[:5]} are not in the training pool, which the model "
+                               "never trained on")
         if len(indices) >= self.pool_size:
             raise OblivioError("random scenario: forgetting every training sample leaves nothing to retain")
         return sorted(indices)
