@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
+import torch
 
 from .data import Dataset, load_from_spec
 from .errors import OblivioError
@@ -68,7 +69,8 @@ def split_for_request(meta: dict, scenario: Scenario | None, data: Dataset | Non
     data = data if data is not None else load_from_spec(spec["data"])
     check_classes(data, meta)
     imported = spec.get("imported") if isinstance(spec.get("imported"), dict) else {}
-    if imported.get("data_fingerprint") not in (None, data.fingerprint()):
+    in_memory = isinstance(data.x_train, torch.Tensor)  # streamed data is not read whole for every request
+    if in_memory and imported.get("data_fingerprint") not in (None, data.fingerprint()):
         raise OblivioError("the data differs from the data the model was imported with (its fingerprint changed)")
     cut = recorded_cut(spec, len(data.y_train))
     poison = scenario_from_dict(spec["backdoor"]) if spec.get("backdoor") else None
