@@ -91,20 +91,27 @@ def read_entries(path: Path, what: str) -> list[int | str]:
     return [int(s) if INTEGER.fullmatch(s) else s for s in lines if s]
 
 
-def image_files(root: Path, test_fraction: float | None) -> tuple[list[Path], list[Path]]:
-    """The files of an image folder's training and test parts, in the ``imagefolder`` loader's order."""
+def image_files(root: Path, test_fraction: float | None, y_train: np.ndarray) -> tuple[list[Path], list[Path]]:
+    """The files of an image folder's training and test parts, in the ``imagefolder`` loader's order (checked
+    against the loaded training labels ``y_train``)."""
     from .loaders import DEFAULT_TEST_FRACTION, _class_folders, seeded_split
 
     if (root / "train").is_dir() and (root / "test").is_dir():
         train, test = _class_folders(root / "train"), _class_folders(root / "test")
         names = sorted(train)
-        return [f for c in names for f in train[c]], [f for c in names for f in test[c]]
-    by_class = _class_folders(root)
-    names = sorted(by_class)
-    files = [f for c in names for f in by_class[c]]
-    y = np.array([i for i, c in enumerate(names) for _ in by_class[c]], dtype=np.int64)
-    tr, te = seeded_split(y, names, DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction, str(root))
-    return [files[i] for i in tr], [files[i] for i in te]
+        files = [f for c in names for f in train[c]], [f for c in names for f in test[c]]
+        labels = np.array([i for i, c in enumerate(names) for _ in train[c]], dtype=np.int64)
+    else:
+        by_class = _class_folders(root)
+        names = sorted(by_class)
+        every = [f for c in names for f in by_class[c]]
+        y = np.array([i for i, c in enumerate(names) for _ in by_class[c]], dtype=np.int64)
+        tr, te = seeded_split(y, names, DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction, str(root))
+        files, labels = ([every[i] for i in tr], [every[i] for i in te]), y[tr]
+    if not np.array_equal(labels, np.asarray(y_train)):
+        raise OblivioError(f"{root}: its files do not match the loaded images (changed meanwhile?); list indices "
+                           "instead of image paths")
+    return files
 
 
 def resolve(entries: Sequence[int | str], what: str, n: int, root: Path | None,

@@ -85,7 +85,7 @@ def import_(
     root = Path(spec["root"]) if dataset == "imagefolder" else None
     images = None
     if root is not None and any(isinstance(e, str) for _, entries in lists.values() for e in entries):
-        images = image_files(root, options.get("test_fraction"))
+        images = image_files(root, options.get("test_fraction"), data.y_train.numpy())
     found = {flag: resolve(entries, flag, n, root, images) for flag, (_, entries) in lists.items()}
     pool, third = stated_cut(n, found.get("--trained-on"), found.get("--third-party"))
     net = load_weights(build_model(arch, data.info.input_shape, data.num_classes, seed=seed), weights)
