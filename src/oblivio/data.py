@@ -342,3 +342,4 @@ def load_from_spec(spec: dict) -> Dataset:
 
 
 from . import loaders as _loaders  # noqa: E402,F401 - registers imagefolder and csv (they use the names above)
+from . import hf_loaders as _hf_loaders  # noqa: E402,F401 - registers hf-disk and parquet (datasets imported on use)

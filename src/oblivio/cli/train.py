@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 from torch import nn
 
+from .. import hf_models
 from ..checkpoint import check_checkpoint_path, file_sha256, save_checkpoint
 from ..data import dataset_options, load_from_spec
 from ..errors import OblivioError
@@ -50,9 +51,10 @@ def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_t
 
 @app.command()
 def train(
-    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder or csv"),
-    model: str = typer.Option("mlp", help="mlp, cnn, resnet18, or package.module:factory (any importable callable "
-                                          "returning a torch nn.Module)"),
+    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder, csv, hf-disk or parquet"),
+    model: str = typer.Option("mlp", help="mlp, cnn, resnet18, package.module:factory (any importable callable "
+                                          "returning a torch nn.Module), or hf:FOLDER (a local Hugging Face "
+                                          "image-classification model)"),
     model_arg: Optional[List[str]] = typer.Option(
         None, "--model-arg", metavar="KEY=VALUE", help="a keyword argument of the model's factory, repeatable; the "
                                                        "value read as YAML (8, 0.5, true, relu)"),
@@ -71,11 +73,13 @@ def train(
     patch_size: Optional[int] = typer.Option(None, help="trigger side in pixels, or features on tabular data (default ~1/7 of the image)"),
     trigger_value: float = typer.Option(1.0, help="value written into the trigger's pixels (features)"),
     trigger_position: str = typer.Option("bottom-right", help="trigger corner: top-left, top-right, bottom-left or bottom-right"),
-    data_dir: Optional[str] = typer.Option(None, help="dataset directory (an image folder for imagefolder; the file "
-                                                      "for npz and csv)"),
+    data_dir: Optional[str] = typer.Option(None, help="dataset directory (an image folder for imagefolder, a "
+                                                      "save_to_disk folder for hf-disk; the file for npz and csv; "
+                                                      "a file or folder for parquet)"),
     data_option: Optional[List[str]] = typer.Option(
-        None, "--data-option", metavar="KEY=VALUE", help="a loader option, repeatable: label=COLUMN (csv), mode=L|RGB "
-                                    "(imagefolder), test_fraction=0.2 (without train/test folders)"),
+        None, "--data-option", metavar="KEY=VALUE", help="a loader option, repeatable: label=COLUMN (csv, hf-disk, parquet), "
+                                    "image=COLUMN (hf-disk, parquet), mode=L|RGB (imagefolder), test_fraction=0.2 "
+                                    "(without train/test splits)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
     progress: bool = True,
@@ -104,14 +108,18 @@ def train(
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     check_third_party_fraction(third_party_fraction, "--third-party-fraction")
     options = data_options(dataset, data_option)
-    arch = model_arch(model, parse_model_args(model_arg))
-    if ":" in model:
-        import_factory(model)  # an import error shows before any data loads
-    elif model not in available_models():
-        raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
-                           "or give package.module:factory")
-    if epochs == 0 and weights is None:
-        raise OblivioError("--epochs 0 records a model without training it: give its --weights")
+    hf_folder = None
+    if model.startswith(hf_models.PREFIX):  # a local Hugging Face image-classification folder
+        hf_folder, arch = hf_models.hf_arch(model, parse_model_args(model_arg))
+    else:
+        arch = model_arch(model, parse_model_args(model_arg))
+        if ":" in model:
+            import_factory(model)  # an import error shows before any data loads
+        elif model not in available_models():
+            raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
+                               "or give package.module:factory or hf:FOLDER")
+    if epochs == 0 and weights is None and hf_folder is None:
+        raise OblivioError("--epochs 0 records a model without training it: give its --weights (or an hf: folder)")
     if weights is not None:
         read_state_dict(weights)  # a missing or unreadable file shows before any data loads
     poison = Backdoor(poison_fraction, target, patch_size, trigger_value, trigger_position) if backdoor else None  # checked before any data loads
@@ -130,12 +138,15 @@ def train(
     start: nn.Module | str = arch
     if weights is not None:
         start = load_weights(build_model(arch, data.info.input_shape, data.num_classes, seed=seed), weights)
+    elif hf_folder is not None:
+        start = hf_models.pretrained(hf_folder, arch, data.info.input_shape, data.num_classes, data.info.class_names)
     if epochs:
         net, history = train_model(start, split.train, data.num_classes, config, device=dev)
     else:  # the given weights as they are
         net, history = place(start, dev).eval(), History()
         check_compatible(net, data.info.input_shape, data.num_classes)
     given = {"weights": {"file": str(weights.resolve()), "sha256": file_sha256(weights)}} if weights else {}
+    given |= {"hf_model": {"folder": str(hf_folder)}} if hf_folder else {}
     scores = evaluate(net, split)
     if poison is None:
         del scores["forget"]  # no forget request yet: retain here is the whole train pool minus one sample
