@@ -154,6 +154,32 @@ def test_ledger_files_and_processes_requests_on_an_imported_checkpoint(cli, impo
     assert meta["extra"]["ledger"]["forgotten"] == [0, 1, 2] and meta["training"]["cut"]
 
 
+def test_http_api_files_requests_on_an_imported_checkpoint(imported, tmp_path):
+    """The API takes requests for an imported model by its weights' SHA-256 and the worker closes them."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from oblivio.api import create_app
+    from oblivio.ledger import db as ledger_db, workflow
+
+    token = "Jx3kq9T2vLw8RzN5bY7mH4cP1sD6fG0aK2eU9iO3pQ"
+    db = f"sqlite:///{tmp_path / 'ledger.db'}"
+    version = workflow.register_model(imported, db=db)
+    try:
+        with TestClient(create_app(db=db, token=token), headers={"Authorization": f"Bearer {token}"}) as client:
+            body = {"external_ref": "API-1", "model_sha256": version["weights_sha256"], "indices": [1, 2]}
+            filed = client.post("/requests", json=body)
+            assert filed.status_code == 201 and len(filed.json()["sample_hashes"]) == 2, filed.text
+            refused = client.post("/requests", json=body | {"external_ref": "API-2", "indices": [int(THIRD[2])]})
+            assert refused.status_code == 422 and "third-party" in refused.json()["detail"], refused.text
+            run = workflow.work_once(db, method="ft", options={"epochs": 1}, out_dir=tmp_path)
+            assert run["status"] == "closed" and run["requests"] == ["API-1"], run
+            assert client.get("/requests/by-ref/API-1").json()["status"] == "closed"
+    finally:
+        ledger_db.dispose_all()
+
+
 def test_trained_on_list_leaves_the_rest_unused(cli, given, tmp_path):
     (tmp_path / "seen.txt").write_text("# trained on\n" + "\n".join(map(str, range(0, 800))) + "\n")
     (tmp_path / "unseen.json").write_text(json.dumps(list(range(800, 1000))))
