@@ -25,6 +25,8 @@ import numpy as np
 from .errors import OblivioError
 
 INTEGER = re.compile(r"[+-]?\d+")
+NO_STATEMENT = ("say which samples the model never saw: --third-party FILE, or --trained-on FILE (the rest are "
+                "third-party); dm and the audit compare with data the model never saw")
 
 
 def to_runs(idx: np.ndarray) -> list[list[int]]:
@@ -150,8 +152,7 @@ def stated_cut(n: int, trained_on: np.ndarray | None, third_party: np.ndarray | 
     """(pool, third-party) from the user's lists: a part not given is every training sample the other leaves."""
     everything = np.arange(n, dtype=np.int64)
     if trained_on is None and third_party is None:
-        raise OblivioError("say which samples the model never saw: --third-party FILE, or --trained-on FILE (the "
-                           "rest are third-party); dm and the audit compare with data the model never saw")
+        raise OblivioError(NO_STATEMENT)
     pool = trained_on if trained_on is not None else np.setdiff1d(everything, third_party)
     third = third_party if third_party is not None else np.setdiff1d(everything, trained_on)
     both = np.intersect1d(pool, third)

@@ -10,7 +10,7 @@ from ..checkpoint import check_checkpoint_path, file_sha256, save_checkpoint
 from ..data import load_from_spec
 from ..device import device_info, resolve_device
 from ..errors import OblivioError
-from ..imported import image_files, read_entries, resolve, stated_cut, to_runs
+from ..imported import NO_STATEMENT, image_files, read_entries, resolve, stated_cut, to_runs
 from ..io import check_writable
 from ..models import (available_models, build_model, check_compatible, import_factory, load_weights, model_arch,
                       parse_model_args, read_state_dict)
@@ -74,7 +74,7 @@ def import_(
                            "or give package.module:factory")
     read_state_dict(weights)  # a missing or unreadable file shows before any data loads
     if trained_on is None and third_party is None:
-        stated_cut(0, None, None)  # the one-line error saying what to give
+        raise OblivioError(NO_STATEMENT)
     lists = {flag: (path, read_entries(path, flag)) for flag, path in (("--trained-on", trained_on),
                                                                       ("--third-party", third_party)) if path}
     check_writable(out, what="--out", need_bytes=1 << 20)
