@@ -8,23 +8,114 @@ The order is the one a ``DataLoader(shuffle=True, generator=g)`` gives (PyTorch 
 draws one 64-bit base seed from ``g``, then ``randperm(n, generator=g)``, and once the epoch is
 exhausted one more (unused) ``randperm``, so the same seed gives the same numbers as a
 DataLoader-based loop on the CPU.
+
+Data that is not a ``TensorDataset`` (a ``streamed.StreamedPart``, any map-style ``Dataset``) is stacked like one
+when it fits ``streamed.memory_budget()``; otherwise it is streamed: each batch read through a ``DataLoader``
+with workers, in the same order, so only batches are ever in memory and the numbers are the same.
 """
 from __future__ import annotations
 
+import os
 from typing import Iterator
 
 import torch
+from torch.utils.data import ConcatDataset, DataLoader, Subset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
 from .device import fits_on
+from .streamed import SMALL_PART, StreamedPart, check_fits, memory_budget
+
+
+def labels_of(data: TorchDataset) -> torch.Tensor:
+    """The labels of a dataset as one tensor, without stacking its inputs (read one sample at a time at worst)."""
+    if isinstance(data, (TensorDataset, StreamedPart)) or hasattr(data, "tensors"):
+        return data.tensors[1] if hasattr(data, "tensors") else data.labels
+    if isinstance(data, Subset):
+        return labels_of(data.dataset)[torch.as_tensor(data.indices, dtype=torch.long)]
+    if isinstance(data, ConcatDataset):
+        return torch.cat([labels_of(d) for d in data.datasets])
+    if hasattr(data, "targets"):
+        return torch.as_tensor(data.targets)
+    return torch.as_tensor([int(data[i][1]) for i in range(len(data))])
+
+
+def stacked_bytes(data: TorchDataset) -> int:
+    """Bytes the dataset's inputs take (or would take, stacked)."""
+    if hasattr(data, "tensors"):
+        return data.tensors[0].numel() * data.tensors[0].element_size()
+    if isinstance(data, StreamedPart):
+        return data.images.nbytes
+    if len(data) == 0:
+        return 0
+    x = torch.as_tensor(data[0][0])
+    return len(data) * x.numel() * x.element_size()
+
+
+def fits_in_memory(data: TorchDataset) -> bool:
+    """Whether to stack ``data``: a TensorDataset, or small enough (see ``streamed.memory_budget``); a streamed
+    part only when it is a small one (a probe of at most ``SMALL_PART`` samples)."""
+    if hasattr(data, "tensors"):
+        return True
+    if isinstance(data, StreamedPart) and len(data) > SMALL_PART:
+        return False
+    return stacked_bytes(data) <= memory_budget()
+
+
+def select(data: TorchDataset, idx) -> TorchDataset:
+    """The samples at ``idx`` (positions in ``data``), of the same kind where it has one (else a ``Subset``)."""
+    idx = torch.as_tensor(idx, dtype=torch.long)
+    if hasattr(data, "tensors"):
+        return TensorDataset(*(t[idx] for t in data.tensors))
+    if isinstance(data, StreamedPart):
+        return data.select(idx)
+    return Subset(data, idx.tolist())
 
 
 def tensors_of(data: TorchDataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked)."""
+    """(inputs, labels) of a dataset as two tensors (a TensorDataset's own tensors, else stacked); a one-line
+    error when stacking would exceed the memory budget (use ``DeviceData``, which streams)."""
     if hasattr(data, "tensors"):
         return data.tensors[0], data.tensors[1]
-    xs, ys = zip(*(data[i] for i in range(len(data))))
-    return torch.stack(xs), torch.as_tensor(ys)
+    if isinstance(data, StreamedPart):
+        return data.images.materialize(), data.labels
+    check_fits(stacked_bytes(data), f"stacking {len(data)} samples")
+    return collate([data[i] for i in range(len(data))])
+
+
+def collate(samples: list) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a list of samples stacked; targets may be ints, 0-d tensors or vectors."""
+    xs, ys = zip(*samples)
+    return torch.stack([torch.as_tensor(x) for x in xs]), torch.stack([torch.as_tensor(y) for y in ys])
+
+
+def concat(parts: list[TorchDataset]) -> TorchDataset:
+    """The parts one after another: one ``TensorDataset`` when every part is one, else a ``ConcatDataset``."""
+    if all(hasattr(p, "tensors") for p in parts):
+        return TensorDataset(*(torch.cat(ts) for ts in zip(*(p.tensors for p in parts))))
+    return ConcatDataset(parts)
+
+
+def with_targets(data: TorchDataset, targets: torch.Tensor) -> TorchDataset:
+    """The inputs of ``data`` paired with other ``targets`` (a ``TensorDataset`` where ``data`` is one)."""
+    return TensorDataset(data.tensors[0], targets) if hasattr(data, "tensors") else WithTargets(data, targets)
+
+
+class WithTargets(TorchDataset):
+    """The inputs of ``data`` paired with other ``targets`` (e.g. a teacher's soft labels), without reading them."""
+
+    def __init__(self, data: TorchDataset, targets: torch.Tensor):
+        self.data, self.targets = data, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return self.data[i][0], self.targets[i]
+
+
+def data_workers() -> int:
+    """DataLoader worker processes for streamed data: one core left to the training process, at most 4."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
 def epoch_order(n: int, generator: torch.Generator) -> torch.Tensor:
@@ -51,6 +142,10 @@ class DeviceData:
 
     def __init__(self, data: TorchDataset, device: torch.device | str):
         self.device = torch.device(device)
+        self.streamed = None if fits_in_memory(data) else data  # read batch by batch (see the module docstring)
+        if self.streamed is not None:
+            self.resident, self.x, self.y = False, None, labels_of(data)
+            return
         x, y = tensors_of(data)
         self.resident = fits_on(self.device, x.numel() * x.element_size() + y.numel() * y.element_size())
         if self.resident:
@@ -64,6 +159,8 @@ class DeviceData:
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The samples at ``idx`` (CPU indices), on the device."""
+        if self.streamed is not None:
+            return self._moved(collate([self.streamed[int(i)] for i in idx]))
         if self.resident:
             idx = idx.to(self.device, non_blocking=True)
             return self.x[idx], self.y[idx]
@@ -78,6 +175,12 @@ class DeviceData:
         (``merge_small_last``: see ``batch_bounds``)."""
         n = len(self)
         bounds = batch_bounds(n, batch_size, merge_small_last)
+        if self.streamed is not None:
+            order = torch.arange(n) if generator is None else epoch_order(n, generator)
+            yield from self._stream([order[i:j].tolist() for i, j in bounds])
+            if generator is not None:
+                torch.randperm(n, generator=generator)
+            return
         if generator is None:
             if self.resident:
                 for i, j in bounds:
@@ -96,3 +199,17 @@ class DeviceData:
                 yield self.take(order[i:j])
         if generator is not None:
             torch.randperm(n, generator=generator)  # RandomSampler's trailing draw for the partial pass
+
+    def _moved(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        if self.device.type == "cuda":
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), torch.as_tensor(y).to(self.device, non_blocking=True)
+
+    def _stream(self, batches: list[list[int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The given batches of the streamed dataset, read by DataLoader workers (in order) and moved to the device."""
+        workers = data_workers() if len(batches) > 1 else 0
+        loader = DataLoader(self.streamed, batch_sampler=batches, num_workers=workers, collate_fn=collate,
+                            prefetch_factor=2 if workers else None, persistent_workers=False)
+        for batch in loader:
+            yield self._moved(batch)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import OblivioError
+from .streamed import StreamedImages
 from .validation import validate_arrays
 
 FASHION_MNIST_ENV = "OBLIVIO_FASHION_MNIST_DIR"
@@ -38,7 +39,7 @@ class DatasetInfo:
 
 @dataclass
 class Dataset:
-    """Train and test tensors of one dataset plus its metadata."""
+    """Train and test tensors of one dataset plus its metadata (``StreamedImages`` for data read from disk on demand)."""
 
     info: DatasetInfo
     x_train: torch.Tensor
@@ -75,7 +76,11 @@ class Dataset:
     def fingerprint(self) -> str:
         """A short hash of the training data, to tell datasets apart in records."""
         h = hashlib.sha256()
-        h.update(self.x_train.numpy().tobytes())
+        if isinstance(self.x_train, StreamedImages):  # the same bytes as the stacked tensor's, a chunk at a time
+            for chunk in self.x_train.chunks():
+                h.update(chunk.numpy().tobytes())
+        else:
+            h.update(self.x_train.numpy().tobytes())
         h.update(self.y_train.numpy().tobytes())
         return h.hexdigest()[:16]
 

@@ -92,8 +92,32 @@ def _unreadable(path: Path, e: Exception) -> OblivioError:
     return OblivioError(f"{path}: unreadable image ({reason})")
 
 
-def _read_images(files: list[Path], mode: str | None, source: str) -> tuple[np.ndarray, str]:
-    """Every file as one uint8 array (N, C, H, W) in one mode; checks one size first (headers only)."""
+def _decode(path: Path, mode: str) -> np.ndarray:
+    """One image file as a uint8 array (C, H, W) in ``mode``."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            a = np.asarray(im.convert(mode))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise _unreadable(path, e) from None
+    return a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
+
+
+class ImageFileReader:
+    """Reads image ``i`` of ``files`` as a float tensor in [0, 1] (what a streamed image folder holds)."""
+
+    def __init__(self, files: list[Path], mode: str):
+        self.files, self.mode = [str(f) for f in files], mode
+
+    def __call__(self, i: int):
+        import torch
+
+        return torch.from_numpy(np.ascontiguousarray(_decode(Path(self.files[i]), self.mode), dtype=np.float32) / 255.0)
+
+
+def _image_headers(files: list[Path], mode: str | None, source: str) -> tuple[str, tuple[int, int, int]]:
+    """The mode every image is read in and the (C, H, W) shape; checks one size (headers only, nothing decoded)."""
     from PIL import Image
 
     sizes, gray = [], 0
@@ -110,16 +134,20 @@ def _read_images(files: list[Path], mode: str | None, source: str) -> tuple[np.n
         raise OblivioError(f"{source}: images differ in size: {files[0]} is {first[0]}x{first[1]}, {files[other]} is "
                            f"{sizes[other][0]}x{sizes[other][1]}; resize them to one size first")
     mode = mode or ("L" if gray > len(files) - gray else "RGB")
-    channels = 1 if mode == "L" else 3
-    out = np.empty((len(files), channels, first[1], first[0]), dtype=np.uint8)
-    for i, f in enumerate(files):
-        try:
-            with Image.open(f) as im:
-                a = np.asarray(im.convert(mode))
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise _unreadable(f, e) from None
-        out[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
-    return out, mode
+    return mode, (1 if mode == "L" else 3, first[1], first[0])
+
+
+def _stream_choice(stream, shape: tuple[int, int, int], n: int, source: str) -> bool:
+    """Whether to stream: ``true`` / ``false``, or ``auto`` (when the decoded images would not fit the memory budget)."""
+    if isinstance(stream, str) and stream.lower() in ("auto", "true", "false"):
+        stream = {"auto": None, "true": True, "false": False}[stream.lower()]
+    if stream is None:
+        from .streamed import memory_budget
+
+        return n * int(np.prod(shape)) * 4 > memory_budget()
+    if not isinstance(stream, bool):
+        raise OblivioError(f"{source}: stream must be true, false or auto, got {stream!r}")
+    return stream
 
 
 def _image_mode(mode) -> str | None:
@@ -131,10 +159,13 @@ def _image_mode(mode) -> str | None:
 
 
 @register_dataset("imagefolder")
-def load_image_folder(root=None, mode: str | None = None, test_fraction: float | None = None) -> Dataset:
+def load_image_folder(root=None, mode: str | None = None, test_fraction: float | None = None,
+                      stream: bool | str = "auto") -> Dataset:
     """Images in ``root/<class name>/`` (seeded stratified test split) or ``root/train/`` + ``root/test/``.
 
     ``mode``: ``L`` or ``RGB`` (default: the mode most images have). Pixels are scaled to [0, 1].
+    ``stream``: read images from disk batch by batch instead of holding them in memory (``auto``: when the
+    decoded images would exceed ``streamed.memory_budget()``); the numbers are the same either way.
     """
     if root is None:
         raise OblivioError("imagefolder needs a folder: --data-dir ROOT (ROOT/<class name>/*.png|jpg|jpeg)")
@@ -176,8 +207,19 @@ def load_image_folder(root=None, mode: str | None = None, test_fraction: float |
     if not parts:
         fraction = _test_fraction(DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction, str(directory))
         train, test = seeded_split(y, names, fraction, str(directory))
-    x, mode = _read_images(files, mode, str(directory))
-    info = DatasetInfo(directory.name or "imagefolder", len(names), tuple(x.shape[1:]), class_names=tuple(names))
+    mode, shape = _image_headers(files, mode, str(directory))
+    info = DatasetInfo(directory.name or "imagefolder", len(names), shape, class_names=tuple(names))
+    if _stream_choice(stream, shape, len(files), str(directory)):
+        import torch
+
+        from .streamed import StreamedImages
+
+        x = StreamedImages(ImageFileReader(files, mode), len(files), shape)
+        labels = torch.from_numpy(y)
+        return Dataset(info, x[train], labels[train], x[test], labels[test])
+    x = np.empty((len(files), *shape), dtype=np.uint8)
+    for i, f in enumerate(files):
+        x[i] = _decode(f, mode)
     return _checked(info, x[train], y[train], x[test], y[test], 255.0, str(directory))
 
 

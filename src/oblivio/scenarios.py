@@ -27,6 +27,7 @@ from torch.utils.data import TensorDataset
 from .data import Dataset, DatasetInfo
 from .errors import OblivioError
 from .io import atomic_write_text
+from .streamed import StreamedImages, StreamedPart
 
 CORNERS = ("bottom-right", "bottom-left", "top-right", "top-left")
 

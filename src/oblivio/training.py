@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
-from .batching import DeviceData, batch_bounds, tensors_of
+from .batching import DeviceData, batch_bounds, labels_of, tensors_of  # noqa: F401 - tensors_of re-exported
 from .device import autocast, check_amp, resolve_device
 from .errors import OblivioError
 from .models import build_model, check_compatible
@@ -84,9 +84,10 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float = 0.0, mome
 
 
 def dataset_shape(data: TorchDataset) -> tuple[tuple[int, ...], torch.Tensor]:
-    """(input shape, labels) of a dataset."""
-    x, y = tensors_of(data)
-    return tuple(x.shape[1:]), y
+    """(input shape, labels) of a dataset, reading one sample's inputs at most."""
+    if hasattr(data, "tensors"):
+        return tuple(data.tensors[0].shape[1:]), data.tensors[1]
+    return tuple(torch.as_tensor(data[0][0]).shape), labels_of(data)
 
 
 def check_finite(loss: torch.Tensor, where: str) -> None:

@@ -13,20 +13,22 @@ from .device import check_amp, resolve_device
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
 from .models import check_compatible
+from .batching import DeviceData, select
 from .training import dataset_shape, place, tensors_of
 
 FORGOT_NOTHING = "forgot_nothing"  # info key: verification's refusal, kept by ``unlearn(verify="record")``
 
 
 def _sample_hashes(data: TorchDataset) -> set[bytes]:
-    x, _ = tensors_of(data)
-    x = x.detach().cpu().contiguous().float().numpy()
-    return {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x}
+    out = set()
+    for x, _ in DeviceData(data, "cpu").epoch(1024):  # in batches: streamed data is never stacked
+        out |= {hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in x.contiguous().float().numpy()}
+    return out
 
 
 def infer_num_classes(model: nn.Module, forget: TorchDataset) -> int:
     """The number of logits ``model`` outputs for one forget sample (a clear error if it cannot take it)."""
-    x = tensors_of(forget)[0][:1]
+    x = tensors_of(select(forget, [0]))[0]
     was = model.training
     model.eval()
     try:
@@ -74,7 +76,7 @@ def check_request(
     with torch.no_grad():
         was = model.training
         model.eval()
-        out = model(tensors_of(forget)[0][:64].to(next(model.parameters()).device))
+        out = model(tensors_of(select(forget, range(min(64, len(forget)))))[0].to(next(model.parameters()).device))
         model.train(was)
     if not torch.isfinite(out).all():
         raise OblivioError("the model outputs NaN/inf on the forget set; it cannot be unlearned (is the checkpoint corrupt?)")

@@ -89,8 +89,7 @@ def _shadow_phis(split: Split, reference: TensorDataset, members: np.ndarray, co
                  shadow_seed: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Train one shadow on the pool samples ``members``; its phis on the forget and reference samples and its seconds."""
     start = time.perf_counter()
-    idx = torch.as_tensor(members)
-    member_data = TensorDataset(split.x_train[idx], split.y_train[idx])
+    member_data = split.subset(members)
     cfg = TrainConfig(**(asdict(config.train) | {"seed": shadow_seed, "progress": False}))
     arch = config.arch
     if not isinstance(arch, str):

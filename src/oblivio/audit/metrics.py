@@ -71,7 +71,7 @@ def reference_set(split: Split) -> Reference:
         x = split.scenario.stamp(split.x_train[t])
         labels = torch.full((len(idx),), split.scenario.target, dtype=torch.long)
         return Reference(TensorDataset(x, labels), None, what)
-    return Reference(TensorDataset(split.x_train[t], split.y_train[t]), idx, what)
+    return Reference(split.subset(idx), idx, what)
 
 
 def true_label_confidence(logits: torch.Tensor, labels: torch.Tensor) -> np.ndarray:

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import TensorDataset
 
+from ..batching import concat, select, with_targets
 from ..training import fresh_copy, predict
 from .base import UnlearnData, Unlearner, register
-from .common import require_positive, run_epochs, soft_kl, tensors_of
+from .common import require_positive, run_epochs, soft_kl
 
 
 @register
@@ -63,18 +63,16 @@ class BadTeacher(Unlearner):
         c = self.config
         competent = copy.deepcopy(model).eval()
         incompetent = fresh_copy(model, data.seed).eval()
-        x_f, _ = tensors_of(data.forget)
-        x_r, _ = tensors_of(data.retain)
-        n = max(1, round(c.retain_fraction * len(x_r)))
-        pick = torch.randperm(len(x_r), generator=torch.Generator().manual_seed(data.seed))[:n]
-        x_r = x_r[pick]
+        n = max(1, round(c.retain_fraction * len(data.retain)))
+        pick = torch.randperm(len(data.retain), generator=torch.Generator().manual_seed(data.seed))[:n]
+        retained = select(data.retain, pick)  # a view: streamed data stays unread
 
-        def soft(teacher: nn.Module, x: torch.Tensor) -> torch.Tensor:
-            logits, _ = predict(teacher, TensorDataset(x, torch.zeros(len(x), dtype=torch.long)))
+        def soft(teacher: nn.Module, part) -> torch.Tensor:
+            logits, _ = predict(teacher, part)
             return F.softmax(logits / c.temperature, dim=1)
 
-        targets = torch.cat([soft(incompetent, x_f), soft(competent, x_r)]).to(x_f.device)
-        mixed = TensorDataset(torch.cat([x_f, x_r]), targets)
+        mixed = concat([with_targets(data.forget, soft(incompetent, data.forget)),
+                        with_targets(retained, soft(competent, retained))])
         steps = run_epochs(
             model, mixed, lambda logits, p: soft_kl(logits, p, c.temperature),
             epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, seed=data.seed, optimizer=c.optimizer,

@@ -20,12 +20,13 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset as TorchDataset, TensorDataset
+from torch.utils.data import Dataset as TorchDataset
 
 from ..device import autocast
 from ..errors import OblivioError
 from ..models import running_stats_for_single_samples
-from ..training import accuracy, tensors_of
+from ..batching import select
+from ..training import accuracy
 from ..validation import check_options
 
 COLLAPSE_DROP = 0.2  # retain accuracy falling more than 20 points under the original's is a collapse
@@ -162,13 +163,11 @@ class Unlearner(ABC):
         """Modify ``model`` (already a private copy) in place; return extra info (steps, distances...)."""
 
 
-def subsample(part: TorchDataset, size: int, seed: int) -> TensorDataset:
-    """A seeded random sample of at most ``size`` samples of ``part``."""
-    x, y = tensors_of(part)
-    if len(y) > size:
-        idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:size]
-        x, y = x[idx], y[idx]
-    return TensorDataset(x, y)
+def subsample(part: TorchDataset, size: int, seed: int) -> TorchDataset:
+    """A seeded random sample of at most ``size`` samples of ``part`` (a view: streamed data stays unread)."""
+    if len(part) > size:
+        part = select(part, torch.randperm(len(part), generator=torch.Generator().manual_seed(seed))[:size])
+    return part
 
 
 def probe_set(data: UnlearnData, size: int = PROBE_SIZE) -> TorchDataset | None:

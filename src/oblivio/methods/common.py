@@ -141,11 +141,7 @@ def tensor_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled (x, y) mini-batches forever, a new seeded permutation each pass; sliced straight from
     the tensors, kept on ``device`` when given (else where they are)."""
-    if device is None:
-        x, y = tensors_of(data)
-        take = lambda idx: (x[idx], y[idx])  # noqa: E731
-    else:
-        take = DeviceData(data, device).take
+    take = DeviceData(data, "cpu" if device is None else device).take
     n = len(data)
     gen = torch.Generator().manual_seed(seed)
     while True:

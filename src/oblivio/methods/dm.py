@@ -14,10 +14,11 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from ..batching import concat, labels_of, select, with_targets
 from ..errors import OblivioError
 from ..training import check_finite, make_optimizer, predict
 from .base import UnlearnData, Unlearner, register
-from .common import RetainGuard, device_of, tensor_batches, tensors_of
+from .common import RetainGuard, device_of, tensor_batches
 
 
 def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float:
@@ -39,12 +40,12 @@ def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...]) -> tor
     return total
 
 
-def _subsample(data, n: int, seed: int) -> TensorDataset:
-    x, y = tensors_of(data)
-    if len(y) > n:
-        idx = torch.as_tensor(np.sort(np.random.default_rng(seed).choice(len(y), size=n, replace=False)))
-        x, y = x[idx], y[idx]
-    return TensorDataset(x, y)
+def _sample(data, n: int, seed: int):
+    """A seeded sample of at most ``n`` samples of ``data``, in order (a view: nothing is read)."""
+    if len(data) > n:
+        data = select(data, np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False)))
+    return data
+
 
 
 def forget_label_mass(probs: torch.Tensor, labels: torch.Tensor, excluded: torch.Tensor) -> torch.Tensor:
@@ -263,11 +264,11 @@ class DistributionMatching(Unlearner):
         Without the excluded labels; for class forgetting with ``drop_confused`` and a ``model``, also
         without the samples that ``model`` predicts as a forgotten class (a retrained model cannot)."""
         excluded = self.excluded_classes(data)
-        x, y = tensors_of(data.third_party)
+        y = labels_of(data.third_party)
         keep = ~torch.isin(y, torch.tensor(excluded, dtype=y.dtype))
         if not keep.any():
             raise OblivioError(f"method 'dm': the third-party pool has no sample outside the forgotten classes {list(excluded)}")
-        pool = TensorDataset(x[keep], y[keep])
+        pool = select(data.third_party, torch.nonzero(keep).flatten())
         return self.without_confused(pool, model, data) if model is not None else pool
 
     def without_confused(self, pool: TensorDataset, model: nn.Module, data: UnlearnData) -> TensorDataset:
@@ -277,7 +278,7 @@ class DistributionMatching(Unlearner):
             return pool
         logits, _ = predict(model, pool)
         clear = ~torch.isin(logits.argmax(1), torch.tensor(data.forget_classes))
-        return TensorDataset(*(t[clear] for t in pool.tensors)) if clear.any() else pool
+        return select(pool, torch.nonzero(clear).flatten()) if clear.any() else pool
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
@@ -296,21 +297,20 @@ class DistributionMatching(Unlearner):
         reference = self.without_confused(labelled, model, data)
         excluded = torch.tensor(self.excluded_classes(data), dtype=torch.long)
         by_sample = len(excluded) == 0  # random subset: match per-sample familiarity (phi); else the forgotten mass
-        xf_all, yf_all = tensors_of(data.forget)
-        weights = torch.ones(len(yf_all))
+        forget_all = data.forget
+        weights = torch.ones(len(forget_all))
         lineage = by_sample and data.previously_forgotten is not None
         if lineage:  # everything deleted so far must look unseen, the new request weighted first
-            xp, yp = tensors_of(data.previously_forgotten)
-            xf_all, yf_all = torch.cat([xf_all, xp]), torch.cat([yf_all, yp])
-            weights = torch.cat([weights, torch.full((len(yp),), LINEAGE_WEIGHT)])
-        forget_all = TensorDataset(xf_all, yf_all)
+            forget_all = concat([data.forget, data.previously_forgotten])
+            weights = torch.cat([weights, torch.full((len(data.previously_forgotten),), LINEAGE_WEIGHT)])
+        yf_all = labels_of(forget_all)
         if by_sample:
-            probe_f = _subsample(forget_all, c.familiarity_samples, data.seed)
-            probe_t = _subsample(reference, c.familiarity_samples, data.seed + 1)
+            probe_f = _sample(forget_all, c.familiarity_samples, data.seed)
+            probe_t = _sample(reference, c.familiarity_samples, data.seed + 1)
             threshold = c.threshold if c.threshold is not None else c.z_stop
         else:
-            probe_f = _subsample(data.forget, c.stat_samples, data.seed)
-            probe_t = _subsample(reference, c.stat_samples, data.seed + 1)
+            probe_f = _sample(data.forget, c.stat_samples, data.seed)
+            probe_t = _sample(reference, c.stat_samples, data.seed + 1)
             threshold = c.threshold if c.threshold is not None else ks_critical_value(len(probe_f), len(probe_t), c.alpha)
         stats: dict[str, float] = {}
         target: list[torch.Tensor] = []  # the reference pool's phi under the model as given (random subsets)
@@ -327,7 +327,7 @@ class DistributionMatching(Unlearner):
                 if not target:
                     target.append(logit_confidence(lt, yt).to(dev))
                     if per_sample:  # each forget sample's own target, from the model as given
-                        lr_, yr_ = predict(model, _subsample(data.retain, c.familiarity_samples, data.seed + 3))
+                        lr_, yr_ = predict(model, _sample(data.retain, c.familiarity_samples, data.seed + 3))
                         la, ya = predict(model, forget_all)
                         phi_now = logit_confidence(la, ya)  # never a target above where a sample already is
                         target.append(torch.minimum(transfer_targets(phi_now, logit_confidence(lr_, yr_),
@@ -360,7 +360,7 @@ class DistributionMatching(Unlearner):
         def matched(distance: float, share: float) -> bool:
             return distance <= threshold and share <= max_share
 
-        forget_it = tensor_batches(TensorDataset(xf_all, torch.arange(len(yf_all))), c.batch_size, data.seed)
+        forget_it = tensor_batches(with_targets(forget_all, torch.arange(len(yf_all))), c.batch_size, data.seed)
         weights = weights.to(dev)
         third_it = tensor_batches(reference, c.batch_size, data.seed + 1)
         use_retain = data.retain is not None and c.retain_weight > 0

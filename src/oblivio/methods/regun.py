@@ -30,19 +30,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import OblivioError
+from ..training import predict
 from .base import UnlearnData, Unlearner, register
-from .common import check_finite, device_of, make_optimizer, require_positive, tensor_batches, tensors_of
+from .common import check_finite, device_of, make_optimizer, require_positive, tensor_batches
 
 SELECTORS = ("uniform", "class_informed")
 AGGREGATIONS = ("mean_probs", "mean_logits")
-
-
-@torch.no_grad()
-def reference_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-    """Logits of ``model`` (eval mode) on ``x``, batched, on the model's device."""
-    dev = device_of(model)
-    model.eval()
-    return torch.cat([model(x[i : i + batch_size].to(dev)) for i in range(0, len(x), batch_size)])
 
 
 def target_distribution(logits: torch.Tensor, temperature: float, aggregation: str) -> torch.Tensor:
@@ -99,8 +92,8 @@ class ReGUn(Unlearner):
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
         dev = device_of(model)
-        x_held, y_held = tensors_of(data.third_party)
-        ref_logits = reference_logits(model, x_held)  # the model is still the original here
+        ref_logits, y_held = predict(model, data.third_party)  # the model is still the original here
+        ref_logits = ref_logits.to(dev)
         by_class = [torch.nonzero(y_held.to(ref_logits.device) == k).flatten() for k in range(data.num_classes)]
         gen = torch.Generator().manual_seed(data.seed + 1)
         n_forget = len(data.forget)

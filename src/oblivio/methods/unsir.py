@@ -32,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import ConcatDataset, TensorDataset
+from torch.utils.data import Dataset as TorchDataset
 
+from ..batching import labels_of, select
 from .base import UnlearnData, Unlearner, register
 from .common import RetainGuard, device_of, require_positive, run_epochs, tensors_of
 
@@ -61,16 +63,16 @@ def error_maximising_noise(
     return noise.detach()
 
 
-def retain_subset(retain, per_class: int, seed: int) -> TensorDataset:
+def retain_subset(retain, per_class: int, seed: int) -> TorchDataset:
     """At most ``per_class`` random retain samples of each class."""
-    x, y = tensors_of(retain)
+    y = labels_of(retain)
     g = torch.Generator().manual_seed(seed)
     keep = []
     for k in torch.unique(y).tolist():
         idx = torch.nonzero(y == k).flatten()
         keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
     keep = torch.sort(torch.cat(keep)).values
-    return TensorDataset(x[keep], y[keep])
+    return select(retain, keep)  # a view: streamed data stays unread
 
 
 @register
