@@ -136,6 +136,13 @@ def test_parquet_arrays_tables_and_split_files(folders, tmp_path):
         data = load_dataset("parquet", root=root)
         assert data.info.class_names == tuple(NAMES) and data.y_test.tolist() == y[500:].tolist(), layout
 
+    rgb = rng.random((20, 4, 5, 3)).astype(np.float32)  # channels last, floats used as they are
+    HFDataset.from_dict({"a": list(rgb), "label": [0, 1] * 10}).to_parquet(tmp_path / "rgb.parquet")
+    data = load_dataset("parquet", root=tmp_path / "rgb.parquet", image="a")
+    assert data.info.input_shape == (3, 4, 5)
+    assert any(torch.allclose(x, torch.from_numpy(rgb[0].transpose(2, 0, 1))) for x in data.x_train) or \
+        any(torch.allclose(x, torch.from_numpy(rgb[0].transpose(2, 0, 1))) for x in data.x_test)
+
     # an image column written without datasets' metadata (pandas) is still read as images
     image_dataset(px, y).with_format("arrow")[:].to_pandas().to_parquet(tmp_path / "pandas.parquet")
     data = load_dataset("parquet", root=tmp_path / "pandas.parquet")
@@ -219,6 +226,12 @@ def _bad_inputs(tmp: Path, folders: Path) -> dict[str, tuple[str, list[str], str
     ragged = save("ragged", {"x": [[1, 2], [1, 2, 3]] * 5, "label": [0, 1] * 5})
     cases["ragged arrays"] = ("parquet", ["--data-dir", ragged, "--data-option", "image=x"],
                               "arrays in column 'x' differ in shape: row 0 of all is (2,), row 1 is (3,)")
+    cases["string arrays"] = ("parquet", ["--data-dir", save("strings", {"x": [["a", "b"]] * 10, "label": [0, 1] * 5}),
+                                          "--data-option", "image=x"], "column 'x' holds string values, not images")
+    HFDataset.from_dict({"a": images, "b": images, "label": y.tolist()}, features=Features(
+        {"a": Image(), "b": Image(), "label": Value("int64")})).save_to_disk(tmp / "two-images")
+    cases["two image columns"] = ("hf-disk", ["--data-dir", tmp / "two-images"],
+                                  "2 image columns (a, b); choose one with --data-option image=COLUMN")
     two = tmp / "two"
     two.mkdir()
     shutil.copy(tmp / "words.parquet", two / "a.parquet")

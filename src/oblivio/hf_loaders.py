@@ -9,9 +9,10 @@ into an in-memory ``datasets.Dataset`` (the features ``datasets`` stores in a Pa
   ``train/``/``test/`` folders) are the split; otherwise the ``train`` split (or all rows) is cut by a seeded
   test part stratified by class (``test_fraction``, default 0.2), as for ``imagefolder``.
 - Inputs: an ``image`` column (default: the one column of ``Image`` feature) of PIL images (converted to the
-  mode most have, ``L`` or ``RGB``, one size; pixels scaled to [0, 1]) or of arrays ((H, W), (H, W, C),
-  (C, H, W) or flat (D,); uint8 scaled by 1/255, other types as they are); without one, every column but the
-  label is a numeric feature and each row becomes a (1, 1, D) input (other columns are refused).
+  mode most have, ``L`` or ``RGB``, one size; pixels scaled to [0, 1]) or of arrays ((H, W); (H, W, C) when the
+  last axis has 1, 3 or 4 values and the first not 1 or 3, else (C, H, W); flat (D,); uint8 scaled by 1/255,
+  other types as they are); without one, every column but the label is a numeric feature and each row becomes
+  a (1, 1, D) input (other columns are refused).
 - Labels (``label``, default ``label``): a ``ClassLabel`` keeps its ids and names; strings and integers are
   ranked like ``csv`` labels (sorted; integers by value) and their names kept in ``DatasetInfo.class_names``.
 
@@ -53,6 +54,11 @@ def _first_line(e: Exception) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
+def _column(ds, column: str, fmt: str | None = None):
+    """Every value of one column (only that column decoded): a list, or a NumPy / Arrow array for ``fmt``."""
+    return ds.select_columns([column]).with_format(fmt)[:][column]
+
+
 def _columns(ds) -> str:
     return ", ".join(ds.column_names)[:200] or "none"
 
@@ -69,7 +75,7 @@ def _labels(parts: dict, column: str, source: str) -> tuple[dict[str, np.ndarray
         names = [str(n) for n in feature.names]
         ids = {}
         for part, ds in parts.items():
-            y = ds.with_format("numpy")[:][column]
+            y = _column(ds, column, "numpy")
             bad = np.nonzero((y < 0) | (y >= len(names)))[0]
             if len(bad):
                 raise OblivioError(f"{source}: row {bad[0]} of {part}: label {int(y[bad[0]])} is not one of the "
@@ -82,7 +88,7 @@ def _labels(parts: dict, column: str, source: str) -> tuple[dict[str, np.ndarray
                            f"integers or a ClassLabel")
     values = {}
     for part, ds in parts.items():
-        raw = ds.with_format("arrow")[:][column]
+        raw = _column(ds, column, "arrow")
         if raw.null_count:
             row = int(np.nonzero(raw.is_null().to_numpy(zero_copy_only=False))[0][0])
             raise OblivioError(f"{source}: row {row} of {part}: empty label in column {column!r}")
@@ -106,7 +112,7 @@ def _image_column(ds, image: str | None, label: str, source: str) -> str | None:
         if image not in ds.column_names:
             raise OblivioError(f"{source}: no image column {image!r}; its columns: {_columns(ds)}")
         if image == label:
-            raise OblivioError(f"{source}: the image and label options both name column {image!r}")
+            raise OblivioError(f"{source}: column {image!r} cannot be both the image and the label column")
         return image
     found = [c for c, f in ds.features.items() if isinstance(f, Image) and c != label]
     if len(found) > 1:
@@ -117,7 +123,7 @@ def _image_column(ds, image: str | None, label: str, source: str) -> str | None:
 
 def _pil_images(parts: dict, column: str, source: str) -> np.ndarray:
     """The PIL images of ``column`` in every part as uint8 (N, C, H, W), one mode (the majority's), one size."""
-    images = [(part, i, im) for part, ds in parts.items() for i, im in enumerate(ds[:][column])]
+    images = [(part, i, im) for part, ds in parts.items() for i, im in enumerate(_column(ds, column))]
     first = images[0]
     other = next((x for x in images if x[2] is None or x[2].size != first[2].size), None)
     if other is not None and other[2] is None:
@@ -146,10 +152,10 @@ def _array_images(parts: dict, column: str, source: str) -> tuple[np.ndarray, fl
     """Arrays of ``column`` as (N, C, H, W) and their scale (255 for uint8, else 1)."""
     arrays = []
     for part, ds in parts.items():
-        a = ds.with_format("numpy")[:][column]
-        if a.dtype == object:  # ragged: rows of different shapes
-            shapes = [np.shape(v) for v in a]
-            i = next((i for i, s in enumerate(shapes) if s != shapes[0]), 0)
+        a = _column(ds, column, "numpy")
+        shapes = [np.shape(v) for v in a] if a.dtype == object else []
+        i = next((i for i, s in enumerate(shapes) if s != shapes[0]), None)
+        if i is not None:  # ragged: rows of different shapes
             raise OblivioError(f"{source}: arrays in column {column!r} differ in shape: row 0 of {part} is "
                                f"{shapes[0]}, row {i} is {shapes[i]}; give one shape")
         if a.dtype.kind not in "biuf":
@@ -165,7 +171,7 @@ def _array_images(parts: dict, column: str, source: str) -> tuple[np.ndarray, fl
         x = x[:, None, None, :]
     elif x.ndim == 3:  # (H, W)
         x = x[:, None]
-    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4):  # (H, W, C)
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3):  # (H, W, C), else (C, H, W)
         x = x.transpose(0, 3, 1, 2)
     elif x.ndim != 4:
         raise OblivioError(f"{source}: column {column!r} holds arrays of shape {x.shape[1:]}; expected (H, W), "
@@ -190,7 +196,7 @@ def _table(parts: dict, label: str, source: str) -> np.ndarray:
                                f"numeric (or name an image or array column: --data-option image=COLUMN)")
     out = []
     for part, d in parts.items():
-        batch = d.with_format("arrow")[:]
+        batch = d.select_columns(columns).with_format("arrow")[:]
         cols = []
         for c in columns:
             if batch[c].null_count:
@@ -199,7 +205,8 @@ def _table(parts: dict, label: str, source: str) -> np.ndarray:
             v = batch[c].to_numpy(zero_copy_only=False).astype(np.float32)
             bad = np.nonzero(~np.isfinite(v))[0]
             if len(bad):
-                raise OblivioError(f"{source}: row {bad[0]} of {part}, column {c!r}: {v[bad[0]]} is not a finite number")
+                raise OblivioError(f"{source}: row {bad[0]} of {part}, column {c!r}: {v[bad[0]]} is not a finite "
+                                   f"number")
             cols.append(v)
         out.append(np.stack(cols, axis=1))
     return np.concatenate(out)[:, None, None, :]
@@ -333,8 +340,9 @@ def _read_parquet(files: list[Path], source: str):
     other = next((i for i, t in enumerate(tables) if t.schema.remove_metadata() != tables[0].schema.remove_metadata()),
                  None)
     if other is not None:
+        a, b = (", ".join(tables[i].column_names)[:100] for i in (0, other))
         raise OblivioError(f"{source}: {files[0].name} and {files[other].name} have different columns or types "
-                           f"({', '.join(tables[0].column_names)[:100]} / {', '.join(tables[other].column_names)[:100]})")
+                           f"({a} / {b})")
     table = pa.concat_tables([t.replace_schema_metadata(tables[0].schema.metadata) for t in tables])
     try:
         ds = HFDataset(table)
@@ -356,7 +364,8 @@ def load_parquet(root=None, image: str | None = None, label: str = "label",
     path = _folder(root, "parquet", "FILE.parquet or a folder of .parquet files")
     source = str(path)
     if path.is_dir():
-        files = sorted(f for f in path.rglob("*.parquet") if not any(p.startswith(".") for p in f.relative_to(path).parts))
+        files = sorted(f for f in path.rglob("*.parquet")
+                       if not any(p.startswith(".") for p in f.relative_to(path).parts))
         if not files:
             raise OblivioError(f"{path}: no .parquet files in the folder")
         by_split: dict[str, list[Path]] = {}

@@ -24,8 +24,10 @@ from .models import build_model, model_arch
 
 PREFIX = "hf:"
 FACTORY = "oblivio.hf_models:image_classifier"
-# config keys that describe the saving run rather than the architecture
-_RUN_KEYS = ("transformers_version", "dtype", "torch_dtype", "_name_or_path", "_commit_hash")
+# config keys a rebuild does without: the saving run's, and the label names (the count is kept as num_labels; the
+# data's class names are in the sidecar's training record)
+_LEFT_OUT = ("transformers_version", "dtype", "torch_dtype", "_name_or_path", "_commit_hash", "architectures",
+             "id2label", "label2id")
 
 
 class HFImageClassifier(nn.Module):
@@ -122,7 +124,7 @@ def image_classifier(input_shape: Sequence[int], num_classes: int, config: dict,
 def hf_arch(spec: str, model_args: dict | None = None) -> tuple[Path, str]:
     """The folder of ``hf:PATH`` and the architecture string a sidecar records for it (config and normalisation
     read from the folder); one-line errors for a folder that is not an image-classification model."""
-    folder = Path(spec[len(PREFIX):] if spec.startswith(PREFIX) else spec)
+    folder = Path(spec[len(PREFIX):] if spec.startswith(PREFIX) else spec).expanduser()
     if not str(spec[len(PREFIX):]).strip():
         raise OblivioError("--model hf:PATH needs the model folder's path after hf:")
     if model_args:
@@ -140,7 +142,8 @@ def hf_arch(spec: str, model_args: dict | None = None) -> tuple[Path, str]:
             raise OblivioError(f"--model {spec}: unreadable config.json ({_first_line(e)})") from None
         if type(cfg) not in transformers.MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING:
             raise OblivioError(f"--model {spec}: {cfg.model_type} models have no image-classification head")
-    config = {k: v for k, v in cfg.to_diff_dict().items() if k not in _RUN_KEYS} | {"model_type": cfg.model_type}
+    config = {k: v for k, v in cfg.to_diff_dict().items() if k not in _LEFT_OUT}
+    config |= {"model_type": cfg.model_type, "num_labels": cfg.num_labels}
     return folder.resolve(), model_arch(FACTORY, {"config": config} | _normalisation(folder, spec))
 
 

@@ -51,7 +51,8 @@ def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_t
 
 @app.command()
 def train(
-    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder, csv, hf-disk or parquet"),
+    dataset: str = typer.Option("digits", help="digits, fashion-mnist, cifar10, cifar100, npz, imagefolder, csv, "
+                                               "hf-disk or parquet"),
     model: str = typer.Option("mlp", help="mlp, cnn, resnet18, package.module:factory (any importable callable "
                                           "returning a torch nn.Module), or hf:FOLDER (a local Hugging Face "
                                           "image-classification model)"),
@@ -77,9 +78,9 @@ def train(
                                                       "save_to_disk folder for hf-disk; the file for npz and csv; "
                                                       "a file or folder for parquet)"),
     data_option: Optional[List[str]] = typer.Option(
-        None, "--data-option", metavar="KEY=VALUE", help="a loader option, repeatable: label=COLUMN (csv, hf-disk, parquet), "
-                                    "image=COLUMN (hf-disk, parquet), mode=L|RGB (imagefolder), test_fraction=0.2 "
-                                    "(without train/test splits)"),
+        None, "--data-option", metavar="KEY=VALUE", help="a loader option, repeatable: label=COLUMN (csv, hf-disk, "
+                                    "parquet), image=COLUMN (hf-disk, parquet), mode=L|RGB (imagefolder), "
+                                    "test_fraction=0.2 (without train/test splits)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
     progress: bool = True,
