@@ -264,7 +264,7 @@ def test_bad_data_ends_in_one_error_line(cli, folders, tmp_path, monkeypatch):
 # ---------------------------------------------------------------- a local Hugging Face model folder
 
 
-def test_hf_model_folder_train_forget_audit_without_the_folder(cli, folders, tmp_path, monkeypatch):
+def test_hf_model_folder_train_forget_audit_ledger_without_the_folder(cli, folders, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shutil.copytree(folders / "tiny-vit", tmp_path / "vit")
     data = ("--dataset", "hf-disk", "--data-dir", folders / "digits-hf")
@@ -291,6 +291,14 @@ def test_hf_model_folder_train_forget_audit_without_the_folder(cli, folders, tmp
     code, out, err = cli("audit", "--checkpoint", "runs/ft.safetensors", "--retrained", "runs/retrain.safetensors")
     assert code == 0, out + err
     assert (tmp_path / "runs" / "ft.audit" / "audit.json").is_file()
+    # the ledger files a deletion request on the model and processes it
+    monkeypatch.delenv("OBLIVIO_DB_URL_FILE", raising=False)
+    monkeypatch.setenv("OBLIVIO_DB_URL", f"sqlite:///{tmp_path / 'ledger.db'}")
+    code, out, err = cli("requests", "add", "--ref", "t-1", "--checkpoint", "runs/vit.safetensors", "--indices", "3,4")
+    assert code == 0, out + err
+    code, out, err = cli("requests", "process", "--checkpoint", "runs/vit.safetensors", "--method", "ft")
+    assert code == 0, out + err
+    assert isinstance(load_checkpoint(tmp_path / "runs" / "vit.run-1.safetensors")[0], HFImageClassifier)
 
 
 def test_bad_hf_model_folders_are_refused(cli, folders, tmp_path, monkeypatch):
