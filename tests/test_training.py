@@ -70,3 +70,41 @@ def test_bad_training_options_and_nan_loss(splits):
         train("mlp", splits["random"].train, 10, TrainConfig(lr=1e12, epochs=2, optimizer="adam"))
     with pytest.raises(OblivioError, match="empty dataset"):
         train("mlp", torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0, dtype=torch.long)), 10)
+
+
+def test_augment_crop_and_flip_are_seeded_and_keep_shapes():
+    from oblivio import augment
+
+    x = torch.rand(16, 3, 6, 6)
+    a = augment.batch_transform("crop:2+flip", (3, 6, 6), 0)
+    b = augment.batch_transform("flip,crop:2", (3, 6, 6), 0)
+    ya, yb = a(x), b(x)
+    assert ya.shape == x.shape and torch.equal(ya, yb)  # same seed, same draws
+    assert not torch.equal(ya, x)
+    flipped = augment.batch_transform("flip", (3, 6, 6), 1)(x)
+    for xi, fi in zip(x, flipped):  # each image is itself or its mirror
+        assert torch.equal(fi, xi) or torch.equal(fi, xi.flip(-1))
+    cropped = augment.random_crop(torch.ones(8, 1, 5, 5), 2, torch.Generator().manual_seed(0))
+    assert cropped.sum((1, 2, 3)).min() >= 9  # a window of the padded image: at least a 3x3 block of ones
+
+
+@pytest.mark.parametrize("spec, message", [("crop", "crop needs a padding"), ("rotate", "bad part 'rotate'"),
+                                           ("flip+flip", "bad part 'flip'"), ("crop:0", "at least 1 pixel")])
+def test_bad_augment_specs_are_one_line(spec, message):
+    with pytest.raises(OblivioError, match=message):
+        TrainConfig(augment=spec)
+
+
+def test_augment_refuses_non_images_and_leaves_the_default_run_alone(splits):
+    from torch.utils.data import TensorDataset
+
+    flat = TensorDataset(torch.rand(32, 64), torch.arange(32) % 4)
+    with pytest.raises(OblivioError, match="need image inputs"):
+        train("mlp", flat, 4, TrainConfig(epochs=1, augment="flip"))
+    data = splits["random"].train
+    plain, hp = train("mlp", data, 10, TrainConfig(seed=3, epochs=2))
+    none, hn = train("mlp", data, 10, TrainConfig(seed=3, epochs=2, augment="none"))
+    aug, ha = train("mlp", data, 10, TrainConfig(seed=3, epochs=2, augment="crop:1+flip"))
+    aug2, ha2 = train("mlp", data, 10, TrainConfig(seed=3, epochs=2, augment="crop:1+flip"))
+    assert hp.loss == hn.loss and ha.loss == ha2.loss and ha.loss != hp.loss
+    assert TrainConfig(augment="flip+crop:4").augment == "crop:4+flip"

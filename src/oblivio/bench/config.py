@@ -3,7 +3,7 @@
     name: digits
     dataset: {name: digits, n_train: null, n_test: null}
     model: mlp
-    train: {epochs: 20, batch_size: 64, lr: 0.05}
+    train: {epochs: 20, batch_size: 64, lr: 0.05}   # also augment: crop:4+flip (see oblivio.augment)
     third_party_fraction: 0.1
     seeds: [0, 1, 2]
     scenarios:                      # name -> options; ``kind`` defaults to the name
@@ -226,7 +226,10 @@ def _train(value: Any) -> dict:
     unknown = sorted(set(value) - known)
     if unknown:
         raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
+    recipe = {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
+    if recipe["augment"] is None:
+        del recipe["augment"]  # keep the hashes and headers of configs without augmentation
+    return recipe
 
 
 def _section(value: Any, name: str, known: set[str], methods: dict[str, dict]) -> tuple[dict, tuple[str, ...]]:

@@ -8,6 +8,7 @@ import typer
 from torch import nn
 
 from .. import hf_models
+from ..augment import canonical as canonical_augment
 from ..checkpoint import check_checkpoint_path, file_sha256, save_checkpoint
 from ..data import dataset_options, load_from_spec
 from ..errors import OblivioError
@@ -83,6 +84,8 @@ def train(
                                     "test_fraction=0.2 (without train/test splits)"),
     n_train: Optional[int] = typer.Option(None, help="use a seeded subset of this many training samples"),
     n_test: Optional[int] = typer.Option(None, help="use a seeded subset of this many test samples"),
+    augment: Optional[str] = typer.Option(None, help="augment training batches: crop:P (pad P pixels, random crop) "
+                                                     "and/or flip (horizontal), joined by +, e.g. crop:4+flip"),
     progress: bool = True,
     device: str = typer.Option("auto", help=DEVICE_HELP),
     amp: Optional[str] = typer.Option(None, help=AMP_HELP),
@@ -124,7 +127,9 @@ def train(
     if weights is not None:
         read_state_dict(weights)  # a missing or unreadable file shows before any data loads
     poison = Backdoor(poison_fraction, target, patch_size, trigger_value, trigger_position) if backdoor else None  # checked before any data loads
-    recipe = check_options("train", TrainConfig, {"epochs": epochs or 1, "batch_size": batch_size, "lr": lr, "optimizer": optimizer})
+    recipe = check_options("train", TrainConfig, {"epochs": epochs or 1, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+                                              "augment": augment})
+    canonical_augment(augment)  # a bad spec shows before any data loads
     check_writable(out, what="--out", need_bytes=1 << 20)
     dev = resolve_device(device)
     if deterministic:
