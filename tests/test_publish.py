@@ -132,3 +132,22 @@ def test_language_model_bench_is_copied_in_and_published(publish, tmp_path):
     for page in ("benchmarks/RESULTS.md", "docs/benchmarks/index.md"):
         assert "## Language models: lm-tiny" in files[page] and "| 1 % | dm | 0.900 (0.9) | 0.590 |" in files[page]
         assert "its utility is 1.7 % under the retrain's (within the 2 % target)" in files[page]
+
+
+def test_augmentation_output_is_published_with_mean_and_sd(publish, tmp_path):
+    """A benchmarks/augmentation.py output lands in RESULTS.md and the docs' index: mean +- sd per recipe."""
+    folder = tmp_path / "results" / "augmentation-tiny"
+    folder.mkdir(parents=True)
+    rows = [{"augment": spec, "seed": seed, "seconds": 10.0, "train": train, "test": test}
+            for spec, seed, train, test in ((None, 0, 0.99, 0.88), ("crop:2+flip", 0, 0.93, 0.90),
+                                            (None, 1, 0.97, 0.86), ("crop:2+flip", 1, 0.95, 0.90))]
+    doc = {"kind": "augmentation", "dataset": "fashion-mnist", "model": "cnn", "n_train": 100, "n_test": 50,
+           "epochs": 2, "seeds": [0, 1], "threads": 1, "recipe": {"epochs": 2, "lr": 0.05}, "machine": "m",
+           "torch": "x", "commit": "abc1234", "date": "2026-12-06", "command": "python benchmarks/augmentation.py",
+           "rows": rows}
+    (folder / "results.json").write_text(json.dumps(doc))
+    files = publish.generate(tmp_path / "results")
+    for page in ("benchmarks/RESULTS.md", "docs/benchmarks/index.md"):
+        assert "## Training augmentation: cnn on fashion-mnist" in files[page]
+        assert "| none | 2 | 98.00 ± 1.41 | 87.00 ± 1.41 | 10 |" in files[page]
+        assert "| `crop:2+flip` | 2 | 94.00 ± 1.41 | 90.00 ± 0.00 | 10 |" in files[page]
