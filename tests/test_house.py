@@ -14,7 +14,7 @@ SRC = ROOT / "src" / "oblivio"
 BENCH = ROOT / "benchmarks"
 MAX_DOCSTRING_LINES = 40
 # The scripts a user runs from benchmarks/ itself; one-off studies live in benchmarks/studies/.
-USER_SCRIPTS = {"publish.py", "ledger_throughput.py",
+USER_SCRIPTS = {"publish.py", "ledger_throughput.py", "augmentation.py",  # RESULTS.md sources like the ledger's
                 "make_image_folder.py"}  # writes Fashion-MNIST / digits as PNG folders to try imagefolder on
 # A 7-40 character hex token (with a digit and a letter, so words like "defaced" are not ids) near "git"/"commit".
 HEX = r"\b(?=[0-9a-f]*[0-9])(?=[0-9a-f]*[a-f])[0-9a-f]{7,40}\b"
