@@ -54,3 +54,46 @@ def test_recipe_plumbing_runs_on_a_tiny_image_folder(tmp_path, name, mode):
     assert results["config"]["model"] == doc["model"]
     rows = {(r["scenario"], r["method"]) for r in results["runs"]}
     assert {("random", "retrain"), ("class", "retrain"), ("random", "salun"), ("class", "ft")} <= rows
+
+
+def _weights(model) -> list:
+    return [t.detach().clone() for t in model.state_dict().values()]
+
+
+def _same(a, b) -> bool:
+    return all(x.equal(y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("method, options", [("ft", {"epochs": 1}), ("l1-sparse", {"epochs": 1}),
+                                             ("salun", {"epochs": 1})])
+def test_methods_that_fine_tune_use_the_recipes_augmentation(splits, original, method, options):
+    from oblivio import unlearn
+
+    split = splits["random"]
+    run = lambda augment: _weights(unlearn(original("random"), split=split, method=method, seed=0, device="cpu",  # noqa: E731
+                                           verify="record", augment=augment, **options).model)
+    plain, aug, again = run(None), run("crop:1+flip"), run("flip+crop:1")
+    assert _same(aug, again) and not _same(plain, aug)  # seeded, and the batches did change
+
+
+def test_methods_that_do_not_fine_tune_ignore_it(splits, original):
+    from oblivio import unlearn
+
+    run = lambda augment: _weights(unlearn(original("random"), split=splits["random"], method="ga", seed=0,  # noqa: E731
+                                           device="cpu", verify="record", augment=augment).model)
+    assert _same(run(None), run("crop:1+flip"))
+
+
+def test_cli_records_the_recipe_and_forget_carries_it_on(cli, tmp_path):
+    model = tmp_path / "m.safetensors"
+    code, out, err = cli("train", "--epochs", "2", "--augment", "flip+crop:1", "--out", model, "--no-progress")
+    assert code == 0, err
+    meta = json.loads(model.with_suffix(".json").read_text())
+    assert meta["extra"]["train_config"]["augment"] == "crop:1+flip"
+    forgot = tmp_path / "f.safetensors"
+    code, out, err = cli("forget", "--checkpoint", model, "--count", "5", "--method", "ft", "--out", forgot)
+    assert code == 0, err
+    assert json.loads(forgot.with_suffix(".json").read_text())["extra"]["unlearning"]["augment"] == "crop:1+flip"
+    code, out, err = cli("train", "--augment", "rotate", "--out", tmp_path / "x.safetensors", "--no-progress")
+    assert code == 2 and err.strip().splitlines() == ["error: augment: bad part 'rotate' in 'rotate'; use crop:P "
+                                                      "and/or flip, each once, joined by + (e.g. crop:4+flip)"]

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
+from .augment import canonical as canonical_augment
 from .device import check_amp, resolve_device
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
@@ -107,6 +108,7 @@ def unlearn(
     previously_forgotten: TorchDataset | None = None,
     device: torch.device | str | None = "auto",
     amp: str | None = None,
+    augment: str | None = None,
     **options: Any,
 ) -> UnlearnResult:
     """Make ``model`` forget ``forget`` with ``method``; returns a new model and run info.
@@ -115,6 +117,8 @@ def unlearn(
     forgotten classes / backdoor target) from it. Extra keyword options set the method's config.
     The method runs on ``device`` (``auto`` = CUDA when present; None = where ``model`` is; the input
     model is never moved) and the result lives there; ``amp="bf16"`` runs it under bf16 autocast.
+    ``augment``: the original's training augmentation spec (``oblivio.augment``), used by the methods that
+    fine-tune with it (``ft``, ``l1-sparse``, ``salun``).
     With ``verify`` (default) the result is checked before it is returned
     (``verification.verify_unlearning``): a model that did not change, or whose forget-set score
     did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);
@@ -151,6 +155,7 @@ def unlearn(
         arch=arch,
         seed=seed,
         previously_forgotten=previously_forgotten if previously_forgotten is not None and len(previously_forgotten) else None,
+        augment=canonical_augment(augment),
     )
     torch.manual_seed(seed)
     try:

@@ -142,7 +142,8 @@ class _Runner:
         def build() -> tuple[nn.Module, dict]:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
                              seed=seed, device=self.device, amp=self.cfg.amp, verify="record",
-                             previously_forgotten=previously_forgotten, **options)
+                             previously_forgotten=previously_forgotten, augment=self.cfg.train.get("augment"),
+                             **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 
         return self._model(spec | {"role": "unlearned"}, build, seed)

@@ -152,9 +152,12 @@ def forget(
         earlier = f" ({len(previous)} forgotten earlier in this model's lineage stay out of the retain set)" \
             if len(previous) else ""
         log.step(f"unlearning with {method!r}: forget {len(split.forget_idx)} samples ({split.sizes()}){earlier}")
+        extra = meta.get("extra") or {}  # the original's augmentation, or the one its lineage carried on
+        augment = (extra.get("train_config") or {}).get("augment") or (extra.get("unlearning") or {}).get("augment")
         with log.waiting(f"running {method}"):
             result = unlearn(model, split=split, previously_forgotten=split.subset(previous) if len(previous) else None,
-                             method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **options)
+                             method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, augment=augment,
+                             **options)
         log.step(f"verified: {result.info.get('verified')}")
         record = {
             "method": result.method,
@@ -167,6 +170,7 @@ def forget(
             "amp": amp,
             "deterministic": deterministic,
             "threads": threads,
+            "augment": augment,
         }
         log.step(f"writing {out}")
         save_checkpoint(

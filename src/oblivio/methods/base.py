@@ -41,6 +41,8 @@ class UnlearnData:
     ``arch`` names the registered architecture (used by retrain) when known.
     ``previously_forgotten``: samples deleted earlier in this model's lineage (already out of ``retain``);
     a method may treat the union as what must look unseen (``dm`` does).
+    ``augment``: the original's training augmentation (``oblivio.augment`` spec), for the methods whose papers
+    fine-tune with the training pipeline's transforms (``ft``, ``l1-sparse``, ``salun``).
     """
 
     forget: TorchDataset
@@ -52,6 +54,7 @@ class UnlearnData:
     arch: str | None = None
     seed: int = 0
     previously_forgotten: TorchDataset | None = None
+    augment: str | None = None
 
 
 NOTHING_TO_FORGET = "nothing_to_forget"

@@ -9,6 +9,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import Dataset as TorchDataset
 
+from ..augment import batch_transform
 from ..batching import DeviceData
 from ..training import check_finite, make_optimizer, tensors_of  # noqa: F401 - re-exported for methods
 from .base import probe_set
@@ -50,6 +51,7 @@ def run_epochs(
     guard: "RetainGuard | None" = None,
     check_every: int | None = None,
     on_backoff: Callable[[], None] | None = None,
+    augment: str | None = None,
 ) -> int:
     """Minimise ``loss_fn(logits, y)`` over ``data`` for some epochs; return the number of steps.
 
@@ -61,10 +63,12 @@ def run_epochs(
     then training stops (``guard.backoffs``, ``guard.undone``, ``guard.summary()`` say what happened; the
     returned step count includes the undone steps). ``on_backoff``, when given, is called at each backoff
     that training survives instead of halving the learning rate (e.g. to weaken a penalty term that caused
-    the drop).
+    the drop). ``augment`` (an ``oblivio.augment`` spec) transforms every input batch, seeded from ``seed``.
     """
     dev = device_of(model)
     batches = DeviceData(data, dev)
+    transform = batch_transform(augment, tuple(batches.x.shape[1:]) if batches.x is not None
+                                else tuple(torch.as_tensor(data[0][0]).shape), seed) if augment else None
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     guarding = guard is not None and guard.active
     good = guard.snapshot(model) if guarding else None
@@ -93,6 +97,8 @@ def run_epochs(
     for epoch in range(1, epochs + 1):
         held: bool | None = True
         for i, (x, y) in enumerate(make_loader(batches, batch_size, seed + epoch - 1), 1):
+            if transform is not None:
+                x = transform(x)
             loss = loss_fn(model(x), y)
             check_finite(loss, f"{where} epoch {epoch}")
             opt.zero_grad()

@@ -24,7 +24,9 @@ class FineTune(Unlearner):
     - ``lr`` (0.05): within the 0.01-0.1 range of the papers' FT runs.
     - ``optimizer`` ("sgd", momentum 0.9; or "adam") / ``weight_decay`` (5e-4).
 
-    Departures from the papers: none (they pick the rate and epochs per setting; no design note).
+    Augmentation: the original's training recipe (``data.augment``), as the papers' code fine-tunes on copies of
+    the training set that keep its transforms. Departures from the papers: none (they pick the rate and epochs
+    per setting; no design note).
     """
 
     name = "ft"
@@ -42,5 +44,6 @@ class FineTune(Unlearner):
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
         steps = run_epochs(model, data.retain, cross_entropy, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size,
-                           seed=data.seed, optimizer=c.optimizer, weight_decay=c.weight_decay, where="method 'ft'")
+                           seed=data.seed, optimizer=c.optimizer, weight_decay=c.weight_decay, where="method 'ft'",
+                           augment=data.augment)
         return {"steps": steps}

@@ -3,7 +3,8 @@
 Paper: Jia et al., "Model Sparsity Can Simplify Machine Unlearning", NeurIPS 2023 (reference code:
 OPTML-Group/Unlearn-Sparse, ``FT_l1``). Loss: retain cross-entropy + ``alpha_t * ||theta||_1`` over all
 parameters, ``alpha_t = alpha * (1 - t / epochs)`` (t the 0-based epoch); SGD momentum 0.9, constant rate.
-Stopping rule: ``epochs`` passes (plus the safeguard below).
+Stopping rule: ``epochs`` passes (plus the safeguard below). Batches get the original's training augmentation
+(``data.augment``), as upstream fine-tunes on copies of the training set that keep its transforms.
 
 Options:
 - ``epochs`` (10, the paper's) / ``batch_size`` (64; paper 256).
@@ -85,7 +86,7 @@ class L1Sparse(Unlearner):
         steps = run_epochs(
             model, data.retain, loss, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, seed=data.seed,
             weight_decay=c.weight_decay, after_step=count, where="l1-sparse fine-tuning", guard=guard,
-            check_every=c.check_every, on_backoff=weaken,
+            check_every=c.check_every, on_backoff=weaken, augment=data.augment,
         )
         info = {"steps": steps, "l1_norm": float(l1_norm(model).detach())} | guard.summary()
         return info | ({"final_alpha": alpha[0]} if guard.backoffs else {})

@@ -6,7 +6,8 @@ saliency map is |sum over forget batches of the gradient of the (negated) forget
 mask keeps the top ``mask_ratio`` of all weights, ranked globally across layers. Then random-label unlearning (RL):
 loss = cross-entropy on the forget samples with random wrong labels together with the retain set, SGD momentum 0.9,
 updating only masked weights (their gradients are masked, as upstream). Stopping rule: ``epochs`` passes over
-forget + retain; no safeguard.
+forget + retain; no safeguard. Batches (forget and retain) get the original's training augmentation
+(``data.augment``), as upstream's loaders are copies of the training set that keep its transforms.
 
 Options (the paper's CIFAR-10 random-forgetting settings unless said):
 - ``mask_ratio`` (0.5): share of the weights updated (upstream's threshold).
@@ -100,7 +101,7 @@ class SalUn(Unlearner):
             steps = run_epochs(
                 model, ConcatDataset([relabelled, data.retain]), F.cross_entropy, epochs=c.epochs, lr=c.lr,
                 batch_size=c.batch_size, seed=data.seed, weight_decay=c.weight_decay, after_step=restore,
-                where="salun fine-tuning",
+                where="salun fine-tuning", augment=data.augment,
             )
         finally:
             for h in hooks:
