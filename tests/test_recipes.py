@@ -65,7 +65,7 @@ def _same(a, b) -> bool:
 
 
 @pytest.mark.parametrize("method, options", [("ft", {"epochs": 1}), ("l1-sparse", {"epochs": 1}),
-                                             ("salun", {"epochs": 1})])
+                                             ("salun", {"epochs": 1}), ("retrain", {"epochs": 1})])
 def test_methods_that_fine_tune_use_the_recipes_augmentation(splits, original, method, options):
     from oblivio import unlearn
 

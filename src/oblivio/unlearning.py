@@ -118,7 +118,7 @@ def unlearn(
     The method runs on ``device`` (``auto`` = CUDA when present; None = where ``model`` is; the input
     model is never moved) and the result lives there; ``amp="bf16"`` runs it under bf16 autocast.
     ``augment``: the original's training augmentation spec (``oblivio.augment``), used by the methods that
-    fine-tune with it (``ft``, ``l1-sparse``, ``salun``).
+    fine-tune with it (``ft``, ``l1-sparse``, ``salun``) and by ``retrain``.
     With ``verify`` (default) the result is checked before it is returned
     (``verification.verify_unlearning``): a model that did not change, or whose forget-set score
     did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);

@@ -42,7 +42,7 @@ class UnlearnData:
     ``previously_forgotten``: samples deleted earlier in this model's lineage (already out of ``retain``);
     a method may treat the union as what must look unseen (``dm`` does).
     ``augment``: the original's training augmentation (``oblivio.augment`` spec), for the methods whose papers
-    fine-tune with the training pipeline's transforms (``ft``, ``l1-sparse``, ``salun``).
+    fine-tune with the training pipeline's transforms (``ft``, ``l1-sparse``, ``salun``) and ``retrain``.
     """
 
     forget: TorchDataset

@@ -20,7 +20,8 @@ class Retrain(Unlearner):
     SalUn / Unlearn-Sparse tables. Loss: the retain cross-entropy (``training.train``). Stopping rule: ``epochs``
     passes. The fresh model is ``data.arch`` built with the run's seed (the initialisation ``training.retrain``
     uses), or, for a custom model (or one whose parameters differ from that build), a copy of it with every
-    layer re-initialised (``training.fresh_copy``); its weights replace the model's.
+    layer re-initialised (``training.fresh_copy``); its weights replace the model's. It trains with the original's
+    augmentation (``data.augment``), like the bench's gold retrain.
 
     Options (those of ``TrainConfig``; set them to the original's recipe for a faithful reference):
     - ``epochs`` (20) / ``batch_size`` (64).
@@ -44,7 +45,7 @@ class Retrain(Unlearner):
         momentum: float = 0.9
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
-        config = TrainConfig(**asdict(self.config), seed=data.seed)
+        config = TrainConfig(**asdict(self.config), seed=data.seed, augment=data.augment)
         shape, _ = dataset_shape(data.retain)
         fresh = build_model(data.arch, shape, data.num_classes, seed=data.seed) if data.arch else None
         if fresh is None or fresh.state_dict().keys() != model.state_dict().keys():
