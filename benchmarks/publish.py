@@ -328,7 +328,7 @@ def augmentation_markdown(doc: dict, heading: str = "#") -> str:
         f"{doc.get('threads')} thread(s). A seeded subset of {doc['n_train']:,} training images (subset seed 0), "
         f"scored on it (clean) and on the {doc['n_test']:,} test images; SGD one-cycle recipe: {recipe}; seeds "
         f"{', '.join(map(str, doc['seeds']))} (mean ± sd over seeds). Run: `{doc.get('command')}`.", "",
-        *lines, ""])
+        *lines, "", *([f"Note: {doc['note']}", ""] if doc.get("note") else [])])
 
 
 # -- the ledger ---------------------------------------------------------------------------------------
