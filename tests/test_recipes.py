@@ -36,6 +36,8 @@ def test_the_recipes_keep_their_protocol():
     assert cifar.third_party_fraction == 0.1  # 50,000 -> a 45,000-sample pool
     assert cifar.scenarios["random"]["count"] == 4500 and cifar.scenarios["class"]["kind"] == "class"
     assert {"salun", "l1-sparse", "ft"} <= set(cifar.methods)
+    digits = load_config(BENCHMARKS / "digits.yaml")  # no augmentation: no key, so its hash and cache keys stay
+    assert "augment" not in digits.train and "augment" not in digits.base_spec()["train"]
 
 
 @pytest.mark.parametrize("name, mode", [("resnet18-fashion-mnist", "L"), ("cifar10", "RGB")])
