@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from oblivio import ClassForget, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
+from oblivio import ClassForget, OblivioError, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
 from oblivio.methods.dm import (
     calibrated_z,
     familiarity_z,
@@ -269,3 +269,25 @@ def test_the_small_request_rule_reads_every_sample_whatever_the_probe_size(memor
     info = unlearn(original, forget=TensorDataset(x[hardest], y[hardest]), retain=split.retain,
                    third_party=split.third_party, method="dm", seed=0, familiarity_samples=3).info
     assert info["underpowered"] and 0 <= info["initial_samples_above_target"] <= 5, info
+
+
+def test_dm_keeps_its_cost_under_its_share_of_a_retrain(splits, original):
+    """With the original's epochs known, dm's steps are capped so its sample passes stay under ``budget`` x a
+    retrain's (epochs x retain samples); the class is still forgotten under the default budget."""
+    from oblivio.methods.dm import DistributionMatching
+
+    split, model = splits["class"], original("class")
+    capped = unlearn(model, split=split, method="dm", seed=0, train_epochs=20)
+    uncapped = unlearn(model, split=split, method="dm", seed=0)
+    assert uncapped.info["step_budget"] == DistributionMatching.Config().max_steps
+    c = DistributionMatching.Config()
+    n_f, n_t, n_r = min(c.batch_size, len(split.forget)), c.batch_size, c.retain_batch_size
+    per_step = n_f + n_t + n_r + (n_t + n_r) / 3  # forward + backward, plus the anchor's forward
+    assert capped.info["step_budget"] < 20 * len(split.retain) / per_step
+    assert capped.info["steps"] <= capped.info["step_budget"] < uncapped.info["steps"]
+    assert capped.info["stopped_by"] == "threshold" and accuracy(capped.model, split.forget) == 0.0
+    tight = unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0.05, verify="record")
+    assert tight.info["steps"] == tight.info["step_budget"] < capped.info["step_budget"]
+    assert tight.info["stopped_by"] == "budget"
+    with pytest.raises(OblivioError, match="budget must be positive"):
+        unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0)

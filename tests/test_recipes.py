@@ -95,7 +95,7 @@ def test_cli_records_the_recipe_and_forget_carries_it_on(cli, tmp_path):
     forgot = tmp_path / "f.safetensors"
     code, out, err = cli("forget", "--checkpoint", model, "--count", "5", "--method", "ft", "--out", forgot)
     assert code == 0, err
-    assert json.loads(forgot.with_suffix(".json").read_text())["extra"]["unlearning"]["augment"] == "crop:1+flip"
+    assert json.loads(forgot.with_suffix(".json").read_text())["extra"]["unlearning"]["recipe"]["augment"] == "crop:1+flip"
     code, out, err = cli("train", "--augment", "rotate", "--out", tmp_path / "x.safetensors", "--no-progress")
     assert code == 2 and err.strip().splitlines() == ["error: augment: bad part 'rotate' in 'rotate'; use crop:P "
                                                       "and/or flip, each once, joined by + (e.g. crop:4+flip)"]

@@ -264,3 +264,16 @@ def load_checkpoint(
 
         place(model, device)
     return model, meta
+
+
+def recorded_recipe(meta: dict) -> dict:
+    """What the methods may know of the original's training recipe, from a checkpoint's sidecar: ``augment``
+    (its augmentation spec) and ``train_epochs``; from the original's ``train_config``, or carried on by an
+    unlearned checkpoint's record (``unlearning.recipe``). Keys whose value is unknown are left out."""
+    extra = meta.get("extra") or {}
+    config = extra.get("train_config") or {}
+    carried = (extra.get("unlearning") or {}).get("recipe") or {}
+    recipe = {"augment": config.get("augment") or carried.get("augment")
+              or (extra.get("unlearning") or {}).get("augment"),
+              "train_epochs": config.get("epochs") or carried.get("train_epochs")}
+    return {k: v for k, v in recipe.items() if v is not None}

@@ -400,7 +400,8 @@ def _one_trial(run: _TrialRun, data: Dataset) -> dict:
         try:
             result = unlearn(original, split=vsplit, method=run.method, arch=run.cfg.model, seed=vsplit.seed,
                              device=resolve_device(run.cfg.device), amp=run.cfg.amp,
-                             augment=run.cfg.train.get("augment"), **(run.fixed | params))
+                             augment=run.cfg.train.get("augment"), train_epochs=run.cfg.train_config(vsplit.seed).epochs,
+                             **(run.fixed | params))
             metrics = measure(result.model, vsplit, seed=vsplit.seed)
         except OblivioError as e:
             trial.set_user_attr("error", str(e).splitlines()[0])

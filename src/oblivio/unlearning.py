@@ -109,6 +109,7 @@ def unlearn(
     device: torch.device | str | None = "auto",
     amp: str | None = None,
     augment: str | None = None,
+    train_epochs: int | None = None,
     **options: Any,
 ) -> UnlearnResult:
     """Make ``model`` forget ``forget`` with ``method``; returns a new model and run info.
@@ -118,7 +119,8 @@ def unlearn(
     The method runs on ``device`` (``auto`` = CUDA when present; None = where ``model`` is; the input
     model is never moved) and the result lives there; ``amp="bf16"`` runs it under bf16 autocast.
     ``augment``: the original's training augmentation spec (``oblivio.augment``), used by the methods that
-    fine-tune with it (``ft``, ``l1-sparse``, ``salun``) and by ``retrain``.
+    fine-tune with it (``ft``, ``l1-sparse``, ``salun``) and by ``retrain``; ``train_epochs``: the original's
+    training epochs (``dm`` keeps its cost under a share of a retrain's, see its ``budget``).
     With ``verify`` (default) the result is checked before it is returned
     (``verification.verify_unlearning``): a model that did not change, or whose forget-set score
     did not fall where the scenario requires it, raises ``NothingForgotten`` (an ``OblivioError``);
@@ -156,6 +158,7 @@ def unlearn(
         seed=seed,
         previously_forgotten=previously_forgotten if previously_forgotten is not None and len(previously_forgotten) else None,
         augment=canonical_augment(augment),
+        train_epochs=train_epochs,
     )
     torch.manual_seed(seed)
     try:

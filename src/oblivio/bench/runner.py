@@ -143,6 +143,7 @@ class _Runner:
             result = unlearn(start(), forget=forget, split=split, method=method, arch=self.cfg.model,
                              seed=seed, device=self.device, amp=self.cfg.amp, verify="record",
                              previously_forgotten=previously_forgotten, augment=self.cfg.train.get("augment"),
+                             train_epochs=self.cfg.train_config(split.seed).epochs,
                              **options)
             return result.model, {"seconds": result.seconds, "info": result.info}
 

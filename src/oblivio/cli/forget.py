@@ -7,7 +7,8 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..checkpoint import check_checkpoint_path, checkpoint_lock, load_checkpoint, save_checkpoint, split_companion
+from ..checkpoint import (check_checkpoint_path, checkpoint_lock, load_checkpoint, recorded_recipe, save_checkpoint,
+                          split_companion)
 from ..io import check_writable
 from ..errors import OblivioError
 from ..pipeline import split_with_lineage
@@ -152,11 +153,10 @@ def forget(
         earlier = f" ({len(previous)} forgotten earlier in this model's lineage stay out of the retain set)" \
             if len(previous) else ""
         log.step(f"unlearning with {method!r}: forget {len(split.forget_idx)} samples ({split.sizes()}){earlier}")
-        extra = meta.get("extra") or {}  # the original's augmentation, or the one its lineage carried on
-        augment = (extra.get("train_config") or {}).get("augment") or (extra.get("unlearning") or {}).get("augment")
+        recipe = recorded_recipe(meta)  # the original's augmentation and epochs, or what its lineage carried on
         with log.waiting(f"running {method}"):
             result = unlearn(model, split=split, previously_forgotten=split.subset(previous) if len(previous) else None,
-                             method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, augment=augment,
+                             method=method, arch=meta.get("arch"), seed=seed, device=dev, amp=amp, **recipe,
                              **options)
         log.step(f"verified: {result.info.get('verified')}")
         record = {
@@ -170,7 +170,7 @@ def forget(
             "amp": amp,
             "deterministic": deterministic,
             "threads": threads,
-            "augment": augment,
+            "recipe": recipe,
         }
         log.step(f"writing {out}")
         save_checkpoint(

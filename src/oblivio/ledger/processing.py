@@ -125,7 +125,7 @@ def forgotten_before(meta: dict) -> list[int]:
 def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
     """Unlearn the batch, write the checkpoint, audit it; everything the final transaction records."""
     from ..audit import audit
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..checkpoint import load_checkpoint, recorded_recipe, save_checkpoint
     from ..cli.forget import json_safe
     from ..audit.report import write_report
     from ..unlearning import unlearn
@@ -162,10 +162,11 @@ def _execute(job: dict, model, meta: dict, log: Callable[[str], None]) -> dict:
         # the lineage's earlier deletions must look unseen too (dm tests and matches the union)
         result = unlearn(model, split=split, method=job["method"], arch=meta.get("arch"), seed=job["seed"],
                          verify=False, previously_forgotten=split.subset(earlier) if earlier.size else None,
-                         **job["options"])
+                         **recorded_recipe(meta), **job["options"])
         crash_point("unlearned")
         record = {"method": result.method, "config": json_safe(result.config), "seconds": result.seconds,
-                  "info": json_safe(result.info), "original": {"path": meta["path"], "model_hash": meta["model_hash"]}}
+                  "info": json_safe(result.info), "original": {"path": meta["path"], "model_hash": meta["model_hash"]},
+                  "recipe": recorded_recipe(meta)}
         out.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(
             out, result.model, arch=meta.get("arch"), input_shape=tuple(meta["input_shape"]), num_classes=meta["num_classes"],

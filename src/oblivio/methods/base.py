@@ -43,6 +43,8 @@ class UnlearnData:
     a method may treat the union as what must look unseen (``dm`` does).
     ``augment``: the original's training augmentation (``oblivio.augment`` spec), for the methods whose papers
     fine-tune with the training pipeline's transforms (``ft``, ``l1-sparse``, ``salun``) and ``retrain``.
+    ``train_epochs``: the original's training epochs, so a method can size its budget against a retrain's
+    (``epochs`` x ``len(retain)`` sample passes; ``dm`` does).
     """
 
     forget: TorchDataset
@@ -55,6 +57,7 @@ class UnlearnData:
     seed: int = 0
     previously_forgotten: TorchDataset | None = None
     augment: str | None = None
+    train_epochs: int | None = None
 
 
 NOTHING_TO_FORGET = "nothing_to_forget"

@@ -193,6 +193,7 @@ class DistributionMatching(Unlearner):
     Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
     - ``lr`` / ``optimizer`` / ``batch_size`` (forget and reference batches) / ``retain_batch_size``: the steps.
     - ``max_steps``: the step budget; ``check_every``: steps between checks of the stop and the utility guard.
+    - ``budget``: at most this share of a retrain's cost (``train_epochs`` x retain samples, when known; None: off).
     - ``phi_weight`` / ``phi_target``: random subset: weight of the matching term; "transfer" or "quantile" targets.
     - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth factor over ``max_steps``.
     - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off).
@@ -219,6 +220,7 @@ class DistributionMatching(Unlearner):
         retain_weight: float = 1.0
         bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
         max_steps: int = 500
+        budget: float | None = 1.0  # at most this share of a retrain's sample passes (when its epochs are known)
         check_every: int = 5
         threshold: float | None = None
         alpha: float = 0.05
@@ -280,10 +282,24 @@ class DistributionMatching(Unlearner):
         clear = ~torch.isin(logits.argmax(1), torch.tensor(data.forget_classes))
         return select(pool, torch.nonzero(clear).flatten()) if clear.any() else pool
 
+    def step_budget(self, data: UnlearnData, n_forget: int, n_reference: int, use_retain: bool, probes: int) -> int:
+        """``max_steps``, lowered so the run costs at most ``budget`` x a retrain's sample passes (``train_epochs`` x
+        ``len(retain)``; forward + backward = 1, forward alone = 1/3) when both are known."""
+        c = self.config
+        if c.budget is None or not data.train_epochs or data.retain is None or len(data.retain) == 0:
+            return c.max_steps
+        n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
+        n_r = min(c.retain_batch_size, len(data.retain)) if use_retain else 0
+        anchored = (n_t + n_r) / 3 if c.anchor_weight > 0 else 0.0
+        per_step = n_f + n_t + n_r + anchored + (c.utility_samples + probes) / 3 / c.check_every
+        return max(1, min(c.max_steps, int(c.budget * data.train_epochs * len(data.retain) / per_step)))
+
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
         if c.max_steps < 0 or c.check_every <= 0 or c.batch_size <= 0 or c.lr <= 0 or not c.bandwidths:
             raise OblivioError("method 'dm': max_steps must be >= 0; check_every, batch_size, lr and bandwidths positive")
+        if c.budget is not None and not c.budget > 0:
+            raise OblivioError(f"method 'dm': budget must be positive (a share of a retrain's cost) or None, got {c.budget}")
         if not c.match_ramp > 0:
             raise OblivioError(f"method 'dm': match_ramp must be positive, got {c.match_ramp}")
         if c.phi_target not in ("transfer", "quantile"):
@@ -351,7 +367,7 @@ class DistributionMatching(Unlearner):
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
             match_ramp over max_steps."""
-            return c.match_weight * c.match_ramp ** (steps / max(c.max_steps, 1))
+            return c.match_weight * c.match_ramp ** (steps / max(max_steps, 1))
 
         max_share = c.max_forgotten_share
         if max_share is None:
@@ -366,6 +382,7 @@ class DistributionMatching(Unlearner):
         use_retain = data.retain is not None and c.retain_weight > 0
         retain_it = tensor_batches(data.retain, c.retain_batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
+        max_steps = self.step_budget(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t))
         initial, share = measure()
         initial_stats = dict(stats)
         distance, steps = initial, 0
@@ -380,7 +397,7 @@ class DistributionMatching(Unlearner):
         lr, backoffs = c.lr, 0
         quantile = by_sample or c.mass_objective == "quantile"
         anchor = copy.deepcopy(model) if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
-        while stopped_by == "budget" and steps < c.max_steps:
+        while stopped_by == "budget" and steps < max_steps:
             model.train()
             (xf, pos), (xt, yt) = next(forget_it), next(third_it)  # forget batches carry sample positions
             yf = yf_all[pos]
@@ -417,7 +434,7 @@ class DistributionMatching(Unlearner):
             loss.backward()
             opt.step()
             steps += 1
-            if steps % c.check_every == 0 or steps == c.max_steps:
+            if steps % c.check_every == 0 or steps == max_steps:
                 if not guard.check(model):  # utility fell: back to the last good weights, half the step size
                     model.load_state_dict(good)
                     backoffs += 1
@@ -435,6 +452,7 @@ class DistributionMatching(Unlearner):
         info: dict[str, Any] = {
             "steps": steps, "distance": distance, "initial_distance": initial, "stopped_by": stopped_by,
             "threshold": threshold, "statistic": "familiarity_z" if by_sample else "ks_forgotten_mass",
+            "step_budget": max_steps,
         }
         if backoffs:
             info |= {"backoffs": backoffs, "final_lr": lr, "safeguard": (
