@@ -196,3 +196,21 @@ def test_docs_own_model_class_and_weights_commands_run(cli, tmp_path, monkeypatc
     assert (tmp_path / "runs" / "mynet-retrain.safetensors").is_file()
     assert (tmp_path / "runs" / "given-forget.safetensors").is_file()
     assert load_checkpoint(tmp_path / "runs" / "given.safetensors")[1]["extra"]["weights"]["file"].endswith("mynet.pt")
+
+
+def test_a_bench_config_names_a_factory_model(factories, tmp_path):
+    """``model: package.module:factory {json args}`` in a bench YAML trains the originals and the gold retrain
+    from the user's factory, as the sidecar form of ``--model`` / ``--model-arg`` does."""
+    from oblivio.bench import parse_config, run_benchmark
+
+    config = parse_config({
+        "name": "factory", "dataset": {"name": "digits", "n_train": 300, "n_test": 100},
+        "model": 'user_nets:make_net {"width": 12}', "train": {"epochs": 3}, "seeds": [0],
+        "scenarios": {"class": {"classes": [3]}}, "methods": ["ft"]})
+    result = run_benchmark(config, tmp_path / "out", progress=False)
+    rows = {r["method"]: r for r in result.summary if r["scenario"] == "class"}
+    assert {"original", "retrain", "ft"} <= set(rows) and rows["ft"]["failed"] == 0, rows
+    assert rows["retrain"]["UA_mean"] == 100.0  # the fresh factory net never saw class 3
+    cached = list((tmp_path / "out").rglob("*.json"))
+    assert any('user_nets:make_net {\\"width\\": 12}' in p.read_text() or 'user_nets:make_net {"width": 12}' in p.read_text()
+               for p in cached)
