@@ -366,8 +366,8 @@ class DistributionMatching(Unlearner):
 
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
-            match_ramp over max_steps."""
-            return c.match_weight * c.match_ramp ** (steps / max(max_steps, 1))
+            match_ramp over twice the step budget (a run cut short by its budget ends at sqrt(match_ramp))."""
+            return c.match_weight * c.match_ramp ** (steps / max(2 * max_steps, 1))
 
         max_share = c.max_forgotten_share
         if max_share is None:
