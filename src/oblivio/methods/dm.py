@@ -166,43 +166,42 @@ class DistributionMatching(Unlearner):
     """Fine-tune until the forget set's predictions are distributed like those on unseen data.
 
     Paper: "Fast yet versatile machine unlearning for deep neural networks" (Neural Networks 190, 2025).
-    Uses the model, the forget set, a third-party pool (same domain, never trained on) and, if given, the
-    retain set; no training history. The loss is a matching term on the forget set + retain cross-entropy
-    + ``anchor_weight`` x KL(original || model) on retain and reference batches (keeps every other output).
+    Uses the model, the forget set, a third-party pool (same domain, never trained on) and, if given, the retain
+    set; no training history. The loss is a matching term on the forget set + retain cross-entropy +
+    ``anchor_weight`` x KL(original || model) on retain and reference batches (keeps every other output).
 
-    **Random subset.** The matched statistic is LiRA's logit-scaled confidence phi = log p_y - log(1 - p_y).
-    With ``phi_target="transfer"`` (default) each forget sample gets its own target: the unseen value at its
-    rank among retain samples (``transfer_targets``), never above its current phi, matched with a Huber
-    loss; ``"quantile"`` matches each batch's sorted phi to the reference pool's quantiles (the former
-    default). Stop: the familiarity z (Welch z of mean clipped loss against the reference, lowered to its
-    bootstrap null for small sets, or the accuracy z) is at most ``z_stop``. Under ``MIN_POPULATION``
-    samples a set-level test has no power (``info["underpowered"]``): every sample must be at most its
-    target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the lineage) joins the
-    forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
+    **Random subset.** The matched statistic is LiRA's logit-scaled confidence phi = log p_y - log(1 - p_y). With
+    ``phi_target="transfer"`` (default) each forget sample gets its own target: the unseen value at its rank among
+    retain samples (``transfer_targets``), never above its current phi, matched with a Huber loss; ``"quantile"``
+    matches each batch's sorted phi to the reference pool's quantiles. Stop: the familiarity z (Welch z of mean
+    clipped loss against the reference, lowered to its bootstrap null for small sets, or the accuracy z) is at most
+    ``z_stop``. Under ``MIN_POPULATION`` samples a set-level test has no power (``info["underpowered"]``): every
+    sample must be at most its target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the
+    lineage) joins the forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (and, for classes with ``drop_confused``, without the samples the model
-    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over ``max_steps``. Stop: KS statistic
-    of the mass (probes of ``stat_samples``) at most its ``alpha`` critical value and at most ``max_forgotten_share``
-    still predicted as a forgotten label (None: 0 for classes, 0.02 for a backdoor).
+    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over twice the step budget.
+    Stop: KS statistic of the mass (probes of ``stat_samples``) at most its ``alpha`` critical value and at most
+    ``max_forgotten_share`` still predicted as a forgotten label (None: 0 for classes, 0.02 for a backdoor).
 
-    Either way, nothing to forget at step 0 returns the model unchanged with ``info["nothing_to_forget"]``.
-    A utility guard checks retain accuracy on ``utility_samples`` every ``check_every`` steps: a drop of
-    more than ``max_utility_drop`` restores the last good weights and halves the lr (``max_backoffs``).
+    Either way, nothing to forget at step 0 returns the model unchanged with ``info["nothing_to_forget"]``. A utility
+    guard checks retain accuracy on ``utility_samples`` every ``check_every`` steps: a drop of more than
+    ``max_utility_drop`` restores the last good weights and halves the lr (``max_backoffs``).
 
     Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
     - ``lr`` / ``optimizer`` / ``batch_size`` (forget and reference batches) / ``retain_batch_size``: the steps.
-    - ``max_steps``: the step budget; ``check_every``: steps between checks of the stop and the utility guard.
-    - ``budget``: at most this share of a retrain's cost (``train_epochs`` x retain samples, when known; None: off).
+    - ``max_steps`` / ``budget``: the step budget, capped at ``budget`` x a retrain's sample passes (``train_epochs``
+      x retain samples, when known; None: off); ``check_every``: steps between checks of the stop and the guard.
     - ``phi_weight`` / ``phi_target``: random subset: weight of the matching term; "transfer" or "quantile" targets.
-    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth factor over ``max_steps``.
-    - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off).
-    - ``z_stop``: random-subset stop threshold; ``threshold``: when set, overrides either stop threshold.
+    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth over twice the step budget.
+    - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off);
+      ``z_stop``: random-subset stop threshold; ``threshold``: when set, overrides either stop threshold.
     - ``alpha`` / ``stat_samples`` / ``max_forgotten_share``: class or backdoor stop: KS level, probe size, share.
     - ``mass_objective`` ("quantile"/"mmd") / ``bandwidths`` / ``mass_floor``: mass loss, MMD widths, KS mass floor.
     - ``loss_clip`` / ``familiarity_samples`` / ``null_draws``: familiarity z: loss clip, probe size, bootstrap draws.
-    - ``max_utility_drop`` / ``utility_samples`` / ``max_backoffs``: the utility guard.
-    - ``drop_confused``: class forgetting: leave out references the model predicts as a forgotten class.
+    - ``max_utility_drop`` / ``utility_samples`` / ``max_backoffs``: the utility guard; ``drop_confused``: class
+      forgetting leaves out references the model predicts as a forgotten class.
     """
 
     name = "dm"
