@@ -12,13 +12,12 @@ from ..device import device_info, resolve_device
 from ..errors import OblivioError
 from ..imported import NO_STATEMENT, image_files, read_entries, resolve, stated_cut, to_runs
 from ..io import check_writable
-from ..models import (available_models, build_model, check_compatible, import_factory, load_weights, model_arch,
-                      parse_model_args, read_state_dict)
+from ..models import build_model, check_compatible, load_weights, read_state_dict
 from ..pipeline import training_spec, training_split
 from ..training import accuracy, place
 from ..validation import check_seed
 from .app import DEVICE_HELP, app, console, describe, percent_table, threads_option, use_threads
-from .train import data_options, data_spec
+from .train import checked_arch, data_options, data_spec
 
 LIST_HELP = ("a .npy/.json list or a text file, one entry a line: an index into the dataset's training part, or "
              "(imagefolder) an image path relative to --data-dir")
@@ -66,12 +65,7 @@ def import_(
     if dataset == "digits" and data_dir:
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     options = data_options(dataset, data_option)
-    arch = model_arch(model, parse_model_args(model_arg))
-    if ":" in model:
-        import_factory(model)  # an import error shows before any data loads
-    elif model not in available_models():
-        raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
-                           "or give package.module:factory")
+    _, arch = checked_arch(model, model_arg, hf=False)
     read_state_dict(weights)  # a missing or unreadable file shows before any data loads
     if trained_on is None and third_party is None:
         raise OblivioError(NO_STATEMENT)

@@ -40,6 +40,20 @@ def data_options(dataset: str, pairs: Optional[List[str]]) -> dict:
     return options
 
 
+def checked_arch(model: str, model_arg: Optional[List[str]], hf: bool = True) -> tuple[Optional[Path], str]:
+    """``--model`` and ``--model-arg`` as (the Hugging Face folder or None, the sidecar's arch string), checked
+    before any data loads: a registered name, an importable ``package.module:factory``, or (``hf``) ``hf:FOLDER``."""
+    if hf and model.startswith(hf_models.PREFIX):  # a local Hugging Face image-classification folder
+        return hf_models.hf_arch(model, parse_model_args(model_arg))
+    arch = model_arch(model, parse_model_args(model_arg))
+    if ":" in model:
+        import_factory(model)  # an import error shows before any data loads
+    elif model not in available_models():
+        raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
+                           "or give package.module:factory" + (" or hf:FOLDER" if hf else ""))
+    return None, arch
+
+
 def data_spec(dataset: str, data_dir: Optional[str], n_train: Optional[int], n_test: Optional[int],
               options: Optional[dict] = None) -> dict:
     spec = {"name": dataset, "root": str(Path(data_dir).resolve()) if data_dir else None, "n_train": n_train, "n_test": n_test}
@@ -112,16 +126,7 @@ def train(
         raise OblivioError("digits is bundled with scikit-learn and takes no --data-dir; drop it (or pick another dataset)")
     check_third_party_fraction(third_party_fraction, "--third-party-fraction")
     options = data_options(dataset, data_option)
-    hf_folder = None
-    if model.startswith(hf_models.PREFIX):  # a local Hugging Face image-classification folder
-        hf_folder, arch = hf_models.hf_arch(model, parse_model_args(model_arg))
-    else:
-        arch = model_arch(model, parse_model_args(model_arg))
-        if ":" in model:
-            import_factory(model)  # an import error shows before any data loads
-        elif model not in available_models():
-            raise OblivioError(f"unknown model {model!r}; choose one of: {', '.join(available_models())}, "
-                               "or give package.module:factory or hf:FOLDER")
+    hf_folder, arch = checked_arch(model, model_arg)
     if epochs == 0 and weights is None and hf_folder is None:
         raise OblivioError("--epochs 0 records a model without training it: give its --weights (or an hf: folder)")
     if weights is not None:
