@@ -273,21 +273,24 @@ def test_the_small_request_rule_reads_every_sample_whatever_the_probe_size(memor
 
 def test_dm_keeps_its_cost_under_its_share_of_a_retrain(splits, original):
     """With the original's epochs known, dm's steps are capped so its sample passes stay under ``budget`` x a
-    retrain's (epochs x retain samples); the class is still forgotten under the default budget."""
-    from oblivio.methods.dm import DistributionMatching
+    retrain's (epochs x retain samples), never under ``MIN_BUDGET_STEPS``; the class is still forgotten."""
+    from oblivio.methods.dm import MIN_BUDGET_STEPS, DistributionMatching
 
     split, model = splits["class"], original("class")
-    capped = unlearn(model, split=split, method="dm", seed=0, train_epochs=20)
-    uncapped = unlearn(model, split=split, method="dm", seed=0)
-    assert uncapped.info["step_budget"] == DistributionMatching.Config().max_steps
     c = DistributionMatching.Config()
     n_f, n_t, n_r = min(c.batch_size, len(split.forget)), c.batch_size, c.retain_batch_size
     per_step = n_f + n_t + n_r + (n_t + n_r) / 3  # forward + backward, plus the anchor's forward
-    assert capped.info["step_budget"] < 20 * len(split.retain) / per_step
-    assert capped.info["steps"] <= capped.info["step_budget"] < uncapped.info["steps"]
+    capped = unlearn(model, split=split, method="dm", seed=0, train_epochs=40)
+    uncapped = unlearn(model, split=split, method="dm", seed=0)
+    assert uncapped.info["step_budget"] == c.max_steps
+    assert MIN_BUDGET_STEPS < capped.info["step_budget"] < 40 * len(split.retain) / per_step
+    assert capped.info["steps"] <= capped.info["step_budget"]
     assert capped.info["stopped_by"] == "threshold" and accuracy(capped.model, split.forget) == 0.0
-    tight = unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0.05, verify="record")
-    assert tight.info["steps"] == tight.info["step_budget"] < capped.info["step_budget"]
-    assert tight.info["stopped_by"] == "budget"
+    floor = unlearn(model, split=split, method="dm", seed=0, train_epochs=1, budget=0.01, verify="record")
+    assert floor.info["step_budget"] == MIN_BUDGET_STEPS and floor.info["steps"] <= MIN_BUDGET_STEPS
+    assert accuracy(floor.model, split.forget) == 0.0  # a cheap retrain does not stop dm from forgetting
+    tight = unlearn(model, split=split, method="dm", seed=0, train_epochs=1, budget=0.01, max_steps=5,
+                    verify="record")
+    assert tight.info["steps"] == tight.info["step_budget"] == 5 and tight.info["stopped_by"] == "budget"
     with pytest.raises(OblivioError, match="budget must be positive"):
         unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0)

@@ -98,6 +98,7 @@ def transfer_targets(phi_forget: torch.Tensor, phi_retain: torch.Tensor, phi_ref
 
 MIN_POPULATION = 30  # fewer forget samples than this: the set-level test is underpowered, test each sample
 LINEAGE_WEIGHT = 0.5  # loss weight of samples forgotten by earlier requests, next to the new request's 1
+MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~40 capped steps on digits)
 
 
 def welch_z(forget: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,7 @@ class DistributionMatching(Unlearner):
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (and, for classes with ``drop_confused``, without the samples the model
-    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over twice the step budget.
+    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over ``max_steps``.
     Stop: KS statistic of the mass (probes of ``stat_samples``) at most its ``alpha`` critical value and at most
     ``max_forgotten_share`` still predicted as a forgotten label (None: 0 for classes, 0.02 for a backdoor).
 
@@ -194,7 +195,7 @@ class DistributionMatching(Unlearner):
     - ``max_steps`` / ``budget``: the step budget, capped at ``budget`` x a retrain's sample passes (``train_epochs``
       x retain samples, when known; None: off); ``check_every``: steps between checks of the stop and the guard.
     - ``phi_weight`` / ``phi_target``: random subset: weight of the matching term; "transfer" or "quantile" targets.
-    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth over twice the step budget.
+    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth over ``max_steps``.
     - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off);
       ``z_stop``: random-subset stop threshold; ``threshold``: when set, overrides either stop threshold.
     - ``alpha`` / ``stat_samples`` / ``max_forgotten_share``: class or backdoor stop: KS level, probe size, share.
@@ -283,7 +284,8 @@ class DistributionMatching(Unlearner):
 
     def step_budget(self, data: UnlearnData, n_forget: int, n_reference: int, use_retain: bool, probes: int) -> int:
         """``max_steps``, lowered so the run costs at most ``budget`` x a retrain's sample passes (``train_epochs`` x
-        ``len(retain)``; forward + backward = 1, forward alone = 1/3) when both are known."""
+        ``len(retain)``; forward + backward = 1, forward alone = 1/3) when both are known, but never under
+        ``MIN_BUDGET_STEPS`` (a retrain that cheap is cheaper than any cap is worth)."""
         c = self.config
         if c.budget is None or not data.train_epochs or data.retain is None or len(data.retain) == 0:
             return c.max_steps
@@ -291,7 +293,8 @@ class DistributionMatching(Unlearner):
         n_r = min(c.retain_batch_size, len(data.retain)) if use_retain else 0
         anchored = (n_t + n_r) / 3 if c.anchor_weight > 0 else 0.0
         per_step = n_f + n_t + n_r + anchored + (c.utility_samples + probes) / 3 / c.check_every
-        return max(1, min(c.max_steps, int(c.budget * data.train_epochs * len(data.retain) / per_step)))
+        capped = int(c.budget * data.train_epochs * len(data.retain) / per_step)
+        return min(c.max_steps, max(MIN_BUDGET_STEPS, capped))
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
@@ -365,8 +368,8 @@ class DistributionMatching(Unlearner):
 
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
-            match_ramp over twice the step budget (a run cut short by its budget ends at sqrt(match_ramp))."""
-            return c.match_weight * c.match_ramp ** (steps / max(2 * max_steps, 1))
+            match_ramp over max_steps, or over twice the step budget when the budget cuts it shorter."""
+            return c.match_weight * c.match_ramp ** (steps / max(min(c.max_steps, 2 * max_steps), 1))
 
         max_share = c.max_forgotten_share
         if max_share is None:
