@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset, TensorDataset
 
 from oblivio import OblivioError
-from oblivio import batching, streamed
-from oblivio.batching import DeviceData, labels_of, select, tensors_of
+from oblivio import parts, streamed
+from oblivio.batching import DeviceData
+from oblivio.parts import labels_of, select, tensors_of
 from oblivio.data import load_dataset
 from oblivio.methods import available_methods
 from oblivio.training import TrainConfig, predict, train
@@ -46,7 +47,7 @@ def stacked(data: Dataset) -> TensorDataset:
 @pytest.fixture
 def tiny_budget(monkeypatch):
     """Pretend the process may stack at most 6,000 bytes (23 of these samples), so the data here is streamed."""
-    monkeypatch.setattr(batching, "memory_budget", lambda: 6000)
+    monkeypatch.setattr(parts, "memory_budget", lambda: 6000)
     monkeypatch.setattr(streamed, "memory_budget", lambda: 6000)
 
 

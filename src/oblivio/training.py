@@ -13,7 +13,8 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm.auto import tqdm
 
 from . import augment as augmentation
-from .batching import DeviceData, batch_bounds, labels_of, tensors_of  # noqa: F401 - tensors_of re-exported
+from .batching import DeviceData, batch_bounds
+from .parts import labels_of, tensors_of  # noqa: F401 - tensors_of re-exported
 from .device import autocast, check_amp, resolve_device
 from .errors import OblivioError
 from .models import build_model, check_compatible

@@ -14,7 +14,8 @@ from .device import check_amp, resolve_device
 from .errors import OblivioError
 from .methods import UnlearnData, UnlearnResult, get_method
 from .models import check_compatible
-from .batching import DeviceData, select
+from .batching import DeviceData
+from .parts import select
 from .training import dataset_shape, place, tensors_of
 
 FORGOT_NOTHING = "forgot_nothing"  # info key: verification's refusal, kept by ``unlearn(verify="record")``

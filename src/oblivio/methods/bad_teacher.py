@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batching import concat, select, with_targets
+from ..parts import concat, select, with_targets
 from ..training import fresh_copy, predict
 from .base import UnlearnData, Unlearner, register
 from .common import require_positive, run_epochs, soft_kl

@@ -14,7 +14,7 @@ from torch import nn
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
-from ..batching import concat, labels_of, select, with_targets
+from ..parts import concat, labels_of, select, with_targets
 from ..errors import OblivioError
 from ..training import check_finite, make_optimizer, predict
 from .base import UnlearnData, Unlearner, register

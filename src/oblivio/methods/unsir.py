@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, TensorDataset
 from torch.utils.data import Dataset as TorchDataset
 
-from ..batching import labels_of, select
+from ..parts import labels_of, select
 from .base import UnlearnData, Unlearner, register
 from .common import RetainGuard, device_of, require_positive, run_epochs, tensors_of
 
