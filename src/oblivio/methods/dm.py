@@ -96,6 +96,15 @@ def transfer_targets(phi_forget: torch.Tensor, phi_retain: torch.Tensor, phi_ref
     return torch.quantile(phi_reference.double(), ranks.clamp(0.5 / m, 1 - 0.5 / m)).to(phi_forget.dtype)
 
 
+def mass_rank_targets(logits: torch.Tensor, excluded: torch.Tensor, reference_mass: torch.Tensor) -> torch.Tensor:
+    """Per forget sample, the reference's forgotten-mass logit at the sample's rank by its evidence for the
+    other classes (logsumexp of the remaining logits): the sample the model sees most clearly as another
+    class gets the lowest quantile."""
+    others = logits.index_fill(1, excluded, float("-inf")).logsumexp(1).double()
+    ranks = (torch.argsort(torch.argsort(-others)).double() + 0.5) / len(others)
+    return torch.quantile(reference_mass.double().cpu(), ranks.cpu()).to(logits.dtype)
+
+
 MIN_POPULATION = 30  # fewer forget samples than this: the set-level test is underpowered, test each sample
 LINEAGE_WEIGHT = 0.5  # loss weight of samples forgotten by earlier requests, next to the new request's 1
 MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~40 capped steps on digits)
@@ -239,6 +248,8 @@ class DistributionMatching(Unlearner):
         utility_samples: int = 512
         drop_confused: bool = True  # class forgetting: leave out the references the model predicts as the class
         phi_target: str = "transfer"  # random subset: "transfer" (per sample, see transfer_targets) or "quantile"
+        where_weight: float = 0.0  # experiment (class forgetting): KL to the original over the remaining classes
+        mass_target: str = "quantile"  # experiment: "rank" = per-sample targets by evidence for other classes
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -360,11 +371,17 @@ class DistributionMatching(Unlearner):
                 return max(z_loss, z_acc), 0.0
             if not target:
                 target.append(mass_logit(lt, excluded).to(dev))
+                if c.mass_target == "rank":
+                    la, _ = predict(model, forget_all)
+                    target.append(torch.minimum(mass_rank_targets(la, excluded, target[0]), mass_logit(la, excluded)).to(dev))
             pf, pt = lf.softmax(1), lt.softmax(1)
             mf = forget_label_mass(pf, yf, excluded).clamp(min=c.mass_floor)
             mt = forget_label_mass(pt, yt, excluded).clamp(min=c.mass_floor)
             share = float(torch.isin(pf.argmax(1), excluded).float().mean())
             return float(ks_2samp(mf.numpy(), mt.numpy()).statistic), share
+
+        def others(z: torch.Tensor) -> torch.Tensor:
+            return z.index_fill(1, excluded_dev, float("-inf")).log_softmax(1).clamp(min=-100)
 
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
@@ -418,6 +435,9 @@ class DistributionMatching(Unlearner):
                     loss = c.phi_weight * (w * per).sum() / w.sum()
                 else:
                     loss = c.phi_weight * quantile_match(phi_f, target[0])
+            elif c.mass_target == "rank":
+                per = F.smooth_l1_loss(mass_logit(logits[:nf], excluded_dev), target[1][pos.to(dev)].float())
+                loss = match_weight() * per
             elif quantile:
                 loss = match_weight() * quantile_match(mass_logit(logits[:nf], excluded_dev), target[0])
             else:
@@ -426,9 +446,13 @@ class DistributionMatching(Unlearner):
                 loss = match_weight() * mmd2(mf[:, None], mt[:, None], tuple(c.bandwidths))
             if anchor is not None:  # everything but the forget set keeps the original's outputs
                 with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
-                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].float().log_softmax(1)
+                    anchored = anchor.train()(torch.cat(parts).to(dev)).float()
+                    kept = anchored[nf:].log_softmax(1)
                 loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept, log_target=True,
                                                          reduction="batchmean")
+                if data.forget_classes and c.where_weight > 0:  # the forget set keeps the original's other classes
+                    loss = loss + c.where_weight * F.kl_div(others(logits[:nf]), others(anchored[:nf]), log_target=True,
+                                                            reduction="batchmean")
             if use_retain:
                 loss = loss + c.retain_weight * F.cross_entropy(logits[nf + nt :], yr.to(dev))
             check_finite(loss, f"method 'dm' step {steps + 1}")
