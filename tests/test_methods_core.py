@@ -6,6 +6,7 @@ from torch.utils.data import TensorDataset
 
 from oblivio import TrainConfig, accuracy, evaluate, retrain, unlearn
 from oblivio.methods.dm import ks_critical_value
+from oblivio.methods import dm as dm_module
 from oblivio.methods.random_labels import random_wrong_labels
 
 BASELINES = ["retrain", "ft", "ga", "rl"]  # dm has its own, stricter test below
@@ -79,14 +80,16 @@ def test_dm_is_deterministic_for_a_seed(splits, original):
 
 
 def test_dm_stops_at_its_step_budget_when_the_threshold_is_unreachable(splits, original):
-    result = unlearn(original("class"), split=splits["class"], method="dm", threshold=-1.0, max_steps=7, check_every=5)
+    result = unlearn(original("class"), split=splits["class"], method="dm", alpha=0.999, max_steps=7)
     assert result.info["steps"] == 7 and result.info["stopped_by"] == "budget"
 
 
 def test_dm_ramps_its_class_matching_weight_instead_of_stalling_at_the_budget(splits, original):
     """A weight too small for this model: held fixed, dm spends its 500 steps and the class stays (94%)."""
     split, model = splits["class"], original("class")
-    fixed = unlearn(model, split=split, method="dm", seed=0, match_weight=0.002, match_ramp=1.0)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(dm_module, "MATCH_RAMP", 1.0)
+        fixed = unlearn(model, split=split, method="dm", seed=0, match_weight=0.002)
     ramped = unlearn(model, split=split, method="dm", seed=0, match_weight=0.002)
     assert fixed.info["stopped_by"] == "budget" and accuracy(fixed.model, split.forget) > 0.5
     assert ramped.info["stopped_by"] == "threshold" and ramped.info["steps"] < 500

@@ -15,7 +15,7 @@ from oblivio.verification import NothingForgotten
     ("ft", {"epochs": -3}, "option epochs must be >= 1, got -3"),
     ("ga", {"lr": 0}, "option lr must be > 0, got 0"),
     ("dm", {"max_steps": 0}, "option max_steps must be >= 1, got 0"),
-    ("dm", {"bandwidths": [0.1, "x"]}, "option bandwidths must be a list of numbers"),
+    ("scrub", {"lr_decay_epochs": [1, "x"]}, "option lr_decay_epochs must be a list of"),
     ("dm", {"optimizer": "rmsprop"}, "option optimizer must be one of sgd, adam"),
     ("bad-teacher", {"lr": "abc"}, "option lr must be a number"),  # its __post_init__ used to crash with TypeError
     ("ga", {"lr": float("nan")}, "option lr must be a finite number"),
@@ -27,9 +27,10 @@ def test_bad_option_values_are_one_line_errors(method, options, match):
 
 
 def test_options_are_coerced_from_their_annotations():
-    m = get_method("dm", max_steps=2.0, bandwidths=[1, "0.5"], threshold=None, lr="1e-4")
+    m = get_method("dm", max_steps=2.0, budget=None, lr="1e-4")
     assert m.config.max_steps == 2 and isinstance(m.config.max_steps, int)
-    assert m.config.bandwidths == (1.0, 0.5) and m.config.lr == 1e-4
+    assert m.config.budget is None and m.config.lr == 1e-4
+    assert get_method("scrub", lr_decay_epochs=[1, "2"]).config.lr_decay_epochs == (1, 2)
     assert get_method("ft", {"epochs": 3}).config.epochs == 3  # a dict config
 
 
@@ -77,6 +78,6 @@ def test_a_real_forget_is_verified_and_says_what_changed(splits, original):
 
 def test_dm_states_when_there_was_nothing_to_forget(splits, original):
     # dm's stopping test passes before any step when the threshold is generous: reported, not refused
-    result = oblivio.unlearn(original("random"), split=splits["random"], method="dm", threshold=1e9)
+    result = oblivio.unlearn(original("random"), split=splits["random"], method="dm", z_stop=1e9)
     assert result.info["stopped_by"] == "already_matched" and result.info["nothing_to_forget"] is True
     assert result.info["verified"].startswith("nothing to forget: before any step")

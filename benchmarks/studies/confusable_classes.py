@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import subprocess
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -31,6 +30,7 @@ from scipy.stats import spearmanr
 
 import oblivio
 from oblivio.audit.population import klom, margins
+from oblivio.bench.report import cpu_name
 from oblivio.methods.dm import mass_logit
 from oblivio.training import predict
 
@@ -138,8 +138,8 @@ def main() -> None:
         f"Fashion-MNIST MLP, 3,000-image subset (seed 0), {EPOCHS} epochs SGD lr 0.05, no weight decay; "
         f"{args.members} originals (seeds 1-{args.members}) unlearned per row, {args.members} retrains without the "
         f"class (seeds 100+) as the reference, {args.members} more (seeds 200+) as the noise floor. Commit `{commit}`, "
-        f"{datetime.now(timezone.utc).date()}, {platform.processor() or platform.machine()} "
-        f"({torch.get_num_threads()} thread per worker, {args.workers} workers), {time.perf_counter() - start:.0f} s.",
+        f"{datetime.now(timezone.utc).date()}, {cpu_name()} (1 thread per worker, {args.workers} workers), "
+        f"{time.perf_counter() - start:.0f} s.",
         "",
         "KLoM: mean over the class's training samples (lower is better; the noise floor is two retrained populations). "
         "Margin: the forgotten label's logit minus the logsumexp of the others, mean. Spearman: per-example mean "

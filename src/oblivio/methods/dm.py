@@ -27,19 +27,6 @@ def ks_critical_value(n: int, m: int, alpha: float = 0.05) -> float:
     return float(kstwobign.isf(alpha)) * math.sqrt((n + m) / (n * m))
 
 
-def mmd2(a: torch.Tensor, b: torch.Tensor, bandwidths: tuple[float, ...]) -> torch.Tensor:
-    """Squared MMD (biased V-statistic) between samples ``a`` (n, d) and ``b`` (m, d), sum of Gaussian kernels."""
-    def sq(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:  # squared distances, no sqrt (finite gradient at 0)
-        return (u[:, None, :] - v[None, :, :]).pow(2).sum(-1)
-
-    d_aa, d_bb, d_ab = sq(a, a), sq(b, b), sq(a, b)
-    total = a.new_zeros(())
-    for s in bandwidths:
-        g = -0.5 / (s * s)
-        total = total + (d_aa * g).exp().mean() + (d_bb * g).exp().mean() - 2 * (d_ab * g).exp().mean()
-    return total
-
-
 def _sample(data, n: int, seed: int):
     """A seeded sample of at most ``n`` samples of ``data``, in order (a view: nothing is read)."""
     if len(data) > n:
@@ -96,18 +83,20 @@ def transfer_targets(phi_forget: torch.Tensor, phi_retain: torch.Tensor, phi_ref
     return torch.quantile(phi_reference.double(), ranks.clamp(0.5 / m, 1 - 0.5 / m)).to(phi_forget.dtype)
 
 
-def mass_rank_targets(logits: torch.Tensor, excluded: torch.Tensor, reference_mass: torch.Tensor) -> torch.Tensor:
-    """Per forget sample, the reference's forgotten-mass logit at the sample's rank by its evidence for the
-    other classes (logsumexp of the remaining logits): the sample the model sees most clearly as another
-    class gets the lowest quantile."""
-    others = logits.index_fill(1, excluded, float("-inf")).logsumexp(1).double()
-    ranks = (torch.argsort(torch.argsort(-others)).double() + 0.5) / len(others)
-    return torch.quantile(reference_mass.double().cpu(), ranks.cpu()).to(logits.dtype)
-
-
 MIN_POPULATION = 30  # fewer forget samples than this: the set-level test is underpowered, test each sample
 LINEAGE_WEIGHT = 0.5  # loss weight of samples forgotten by earlier requests, next to the new request's 1
 MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~40 capped steps on digits)
+# Derived settings, fixed (chosen on digits and Fashion-MNIST MLPs and CNNs; docs/design/dm.md):
+CHECK_EVERY = 5  # steps between checks of the stop and the utility guard
+MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple over the run
+MASS_FLOOR = 0.01  # class/backdoor stop: forgotten-label masses below this are equal for the KS test
+STAT_SAMPLES = 512  # class/backdoor stop: probe size of the KS test (forget and reference)
+BACKDOOR_SHARE = 0.02  # backdoor stop: share of the forget set still on the target allowed (classes: 0)
+FAMILIARITY_SAMPLES = 4096  # random subset stop: probe size of the familiarity z (forget and reference)
+LOSS_CLIP = 10.0  # familiarity z: per-sample cross-entropy clip
+NULL_DRAWS = 1000  # familiarity z: bootstrap draws of its null distribution (calibrated_z)
+UTILITY_SAMPLES = 512  # utility guard: retain samples whose accuracy it watches
+MAX_BACKOFFS = 10  # utility guard: lr halvings before the run stops
 
 
 def welch_z(forget: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -180,38 +169,33 @@ class DistributionMatching(Unlearner):
     set; no training history. The loss is a matching term on the forget set + retain cross-entropy +
     ``anchor_weight`` x KL(original || model) on retain and reference batches (keeps every other output).
 
-    **Random subset.** The matched statistic is LiRA's logit-scaled confidence phi = log p_y - log(1 - p_y). With
-    ``phi_target="transfer"`` (default) each forget sample gets its own target: the unseen value at its rank among
-    retain samples (``transfer_targets``), never above its current phi, matched with a Huber loss; ``"quantile"``
-    matches each batch's sorted phi to the reference pool's quantiles. Stop: the familiarity z (Welch z of mean
-    clipped loss against the reference, lowered to its bootstrap null for small sets, or the accuracy z) is at most
-    ``z_stop``. Under ``MIN_POPULATION`` samples a set-level test has no power (``info["underpowered"]``): every
-    sample must be at most its target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the
-    lineage) joins the forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
+    **Random subset.** The matched statistic is LiRA's logit-scaled confidence phi = log p_y - log(1 - p_y). Each
+    forget sample gets its own target: the unseen value at its rank among retain samples (``transfer_targets``),
+    never above its current phi, matched with a Huber loss (without a retain set: each batch's sorted phi against
+    the reference pool's quantiles). Stop: the familiarity z (Welch z of mean clipped loss against the reference,
+    lowered to its bootstrap null for small sets, or the accuracy z) is at most ``z_stop``. Under
+    ``MIN_POPULATION`` samples a set-level test has no power (``info["underpowered"]``): every sample must be at
+    most its target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the lineage) joins the
+    forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
-    the third-party pool without those labels (and, for classes with ``drop_confused``, without the samples the model
-    confuses with them). ``match_weight`` grows geometrically by ``match_ramp`` over ``max_steps``.
-    Stop: KS statistic of the mass (probes of ``stat_samples``) at most its ``alpha`` critical value and at most
-    ``max_forgotten_share`` still predicted as a forgotten label (None: 0 for classes, 0.02 for a backdoor).
+    the third-party pool without those labels (for classes, also without the samples the model predicts as one:
+    a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over the run. Stop: the
+    KS statistic of the mass at most its ``alpha`` critical value, and no forget sample (backdoor:
+    ``BACKDOOR_SHARE``) still predicted as a forgotten label.
 
     Either way, nothing to forget at step 0 returns the model unchanged with ``info["nothing_to_forget"]``. A utility
-    guard checks retain accuracy on ``utility_samples`` every ``check_every`` steps: a drop of more than
-    ``max_utility_drop`` restores the last good weights and halves the lr (``max_backoffs``).
+    guard checks retain accuracy every ``CHECK_EVERY`` steps: a drop of more than ``max_utility_drop`` restores the
+    last good weights and halves the lr. The module's upper-case constants are the derived settings.
 
     Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
-    - ``lr`` / ``optimizer`` / ``batch_size`` (forget and reference batches) / ``retain_batch_size``: the steps.
-    - ``max_steps`` / ``budget``: the step budget, capped at ``budget`` x a retrain's sample passes (``train_epochs``
-      x retain samples, when known; None: off); ``check_every``: steps between checks of the stop and the guard.
-    - ``phi_weight`` / ``phi_target``: random subset: weight of the matching term; "transfer" or "quantile" targets.
-    - ``match_weight`` / ``match_ramp``: class or backdoor: matching weight and its growth over ``max_steps``.
-    - ``anchor_weight`` / ``retain_weight``: weights of the KL anchor and the retain cross-entropy (0 = off);
-      ``z_stop``: random-subset stop threshold; ``threshold``: when set, overrides either stop threshold.
-    - ``alpha`` / ``stat_samples`` / ``max_forgotten_share``: class or backdoor stop: KS level, probe size, share.
-    - ``mass_objective`` ("quantile"/"mmd") / ``bandwidths`` / ``mass_floor``: mass loss, MMD widths, KS mass floor.
-    - ``loss_clip`` / ``familiarity_samples`` / ``null_draws``: familiarity z: loss clip, probe size, bootstrap draws.
-    - ``max_utility_drop`` / ``utility_samples`` / ``max_backoffs``: the utility guard; ``drop_confused``: class
-      forgetting leaves out references the model predicts as a forgotten class.
+    - ``lr`` / ``optimizer`` / ``batch_size``: the fine-tuning steps (forget, reference and retain batches).
+    - ``max_steps``: the most steps a run takes.
+    - ``budget``: at most this share of a retrain's sample passes (``train_epochs`` x retain samples, when known).
+    - ``phi_weight`` / ``z_stop``: random subset: weight of the matching term; familiarity z at which it stops.
+    - ``match_weight`` / ``alpha``: class or backdoor: starting weight of the matching term; level of the KS stop.
+    - ``anchor_weight`` / ``retain_weight``: how hard everything but the forget set keeps its outputs (0 = off).
+    - ``max_utility_drop``: the retain accuracy (a share) the run may lose before it backs off.
     """
 
     name = "dm"
@@ -223,33 +207,15 @@ class DistributionMatching(Unlearner):
         lr: float = 1e-3
         optimizer: str = "adam"
         batch_size: int = 128
-        retain_batch_size: int = 128
-        match_weight: float = 0.02
-        match_ramp: float = 100.0
-        retain_weight: float = 1.0
-        bandwidths: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5, 1.0)
         max_steps: int = 500
-        budget: float | None = 1.0  # at most this share of a retrain's sample passes (when its epochs are known)
-        check_every: int = 5
-        threshold: float | None = None
-        alpha: float = 0.05
-        stat_samples: int = 512
-        mass_floor: float = 0.01
-        max_forgotten_share: float | None = None  # None: 0 for forgotten classes, 0.02 for a backdoor
+        budget: float | None = 1.0
         phi_weight: float = 1.0
         z_stop: float = 1.0
-        loss_clip: float = 10.0
-        familiarity_samples: int = 4096
-        null_draws: int = 1000
+        match_weight: float = 0.02
+        alpha: float = 0.05
         anchor_weight: float = 10.0
-        mass_objective: str = "quantile"
+        retain_weight: float = 1.0
         max_utility_drop: float = 0.05
-        max_backoffs: int = 10
-        utility_samples: int = 512
-        drop_confused: bool = True  # class forgetting: leave out the references the model predicts as the class
-        phi_target: str = "transfer"  # random subset: "transfer" (per sample, see transfer_targets) or "quantile"
-        where_weight: float = 0.0  # experiment (class forgetting): KL to the original over the remaining classes
-        mass_target: str = "quantile"  # experiment: "rank" = per-sample targets by evidence for other classes
 
     @classmethod
     def search_space(cls, trial) -> dict:
@@ -274,8 +240,8 @@ class DistributionMatching(Unlearner):
     def reference_pool(self, data: UnlearnData, model: nn.Module | None = None) -> TensorDataset:
         """The third-party samples that show what 'unseen' looks like for this request.
 
-        Without the excluded labels; for class forgetting with ``drop_confused`` and a ``model``, also
-        without the samples that ``model`` predicts as a forgotten class (a retrained model cannot)."""
+        Without the excluded labels; for class forgetting and a ``model``, also without the samples that
+        ``model`` predicts as a forgotten class (a retrained model cannot)."""
         excluded = self.excluded_classes(data)
         y = labels_of(data.third_party)
         keep = ~torch.isin(y, torch.tensor(excluded, dtype=y.dtype))
@@ -285,9 +251,9 @@ class DistributionMatching(Unlearner):
         return self.without_confused(pool, model, data) if model is not None else pool
 
     def without_confused(self, pool: TensorDataset, model: nn.Module, data: UnlearnData) -> TensorDataset:
-        """``pool`` less the samples ``model`` predicts as a forgotten class (class forgetting with
-        ``drop_confused``; otherwise, or when that would leave nothing, ``pool`` itself)."""
-        if not (data.forget_classes and self.config.drop_confused):
+        """``pool`` less the samples ``model`` predicts as a forgotten class (class forgetting; otherwise, or
+        when that would leave nothing, ``pool`` itself)."""
+        if not data.forget_classes:
             return pool
         logits, _ = predict(model, pool)
         clear = ~torch.isin(logits.argmax(1), torch.tensor(data.forget_classes))
@@ -301,26 +267,18 @@ class DistributionMatching(Unlearner):
         if c.budget is None or not data.train_epochs or data.retain is None or len(data.retain) == 0:
             return c.max_steps
         n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
-        n_r = min(c.retain_batch_size, len(data.retain)) if use_retain else 0
+        n_r = min(c.batch_size, len(data.retain)) if use_retain else 0
         anchored = (n_t + n_r) / 3 if c.anchor_weight > 0 else 0.0
-        per_step = n_f + n_t + n_r + anchored + (c.utility_samples + probes) / 3 / c.check_every
+        per_step = n_f + n_t + n_r + anchored + (UTILITY_SAMPLES + probes) / 3 / CHECK_EVERY
         capped = int(c.budget * data.train_epochs * len(data.retain) / per_step)
         return min(c.max_steps, max(MIN_BUDGET_STEPS, capped))
 
     def run(self, model: nn.Module, data: UnlearnData) -> dict[str, Any]:
         c = self.config
-        if c.max_steps < 0 or c.check_every <= 0 or c.batch_size <= 0 or c.lr <= 0 or not c.bandwidths:
-            raise OblivioError("method 'dm': max_steps must be >= 0; check_every, batch_size, lr and bandwidths positive")
+        if c.max_steps < 0 or c.batch_size <= 0 or c.lr <= 0:
+            raise OblivioError("method 'dm': max_steps must be >= 0; batch_size and lr positive")
         if c.budget is not None and not c.budget > 0:
             raise OblivioError(f"method 'dm': budget must be positive (a share of a retrain's cost) or None, got {c.budget}")
-        if not c.match_ramp > 0:
-            raise OblivioError(f"method 'dm': match_ramp must be positive, got {c.match_ramp}")
-        if c.phi_target not in ("transfer", "quantile"):
-            raise OblivioError(f"method 'dm': phi_target must be 'transfer' or 'quantile', got {c.phi_target!r}")
-        if c.mass_objective not in ("quantile", "mmd"):
-            raise OblivioError(f"method 'dm': mass_objective must be 'quantile' or 'mmd', got {c.mass_objective!r}")
-        if c.familiarity_samples <= 0 or c.stat_samples <= 0 or c.loss_clip <= 0 or c.utility_samples <= 0:
-            raise OblivioError("method 'dm': familiarity_samples, stat_samples, utility_samples and loss_clip must be positive")
         dev = device_of(model)
         labelled = self.reference_pool(data)
         reference = self.without_confused(labelled, model, data)
@@ -334,16 +292,16 @@ class DistributionMatching(Unlearner):
             weights = torch.cat([weights, torch.full((len(data.previously_forgotten),), LINEAGE_WEIGHT)])
         yf_all = labels_of(forget_all)
         if by_sample:
-            probe_f = _sample(forget_all, c.familiarity_samples, data.seed)
-            probe_t = _sample(reference, c.familiarity_samples, data.seed + 1)
-            threshold = c.threshold if c.threshold is not None else c.z_stop
+            probe_f = _sample(forget_all, FAMILIARITY_SAMPLES, data.seed)
+            probe_t = _sample(reference, FAMILIARITY_SAMPLES, data.seed + 1)
+            threshold = c.z_stop
         else:
-            probe_f = _sample(data.forget, c.stat_samples, data.seed)
-            probe_t = _sample(reference, c.stat_samples, data.seed + 1)
-            threshold = c.threshold if c.threshold is not None else ks_critical_value(len(probe_f), len(probe_t), c.alpha)
+            probe_f = _sample(data.forget, STAT_SAMPLES, data.seed)
+            probe_t = _sample(reference, STAT_SAMPLES, data.seed + 1)
+            threshold = ks_critical_value(len(probe_f), len(probe_t), c.alpha)
         stats: dict[str, float] = {}
         target: list[torch.Tensor] = []  # the reference pool's phi under the model as given (random subsets)
-        per_sample = by_sample and c.phi_target == "transfer" and data.retain is not None and len(data.retain) > 1
+        per_sample = by_sample and data.retain is not None and len(data.retain) > 1
         underpowered = by_sample and len(forget_all) < MIN_POPULATION
         if underpowered and per_sample:  # matched when no sample is above its own target (see the docstring)
             threshold = 0.0
@@ -352,11 +310,11 @@ class DistributionMatching(Unlearner):
             lf, yf = predict(model, probe_f)
             lt, yt = predict(model, probe_t)
             if by_sample:
-                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, c.loss_clip, c.null_draws, data.seed)
+                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, LOSS_CLIP, NULL_DRAWS, data.seed)
                 if not target:
                     target.append(logit_confidence(lt, yt).to(dev))
                     if per_sample:  # each forget sample's own target, from the model as given
-                        lr_, yr_ = predict(model, _sample(data.retain, c.familiarity_samples, data.seed + 3))
+                        lr_, yr_ = predict(model, _sample(data.retain, FAMILIARITY_SAMPLES, data.seed + 3))
                         la, ya = predict(model, forget_all)
                         phi_now = logit_confidence(la, ya)  # never a target above where a sample already is
                         target.append(torch.minimum(transfer_targets(phi_now, logit_confidence(lr_, yr_),
@@ -371,26 +329,18 @@ class DistributionMatching(Unlearner):
                 return max(z_loss, z_acc), 0.0
             if not target:
                 target.append(mass_logit(lt, excluded).to(dev))
-                if c.mass_target == "rank":
-                    la, _ = predict(model, forget_all)
-                    target.append(torch.minimum(mass_rank_targets(la, excluded, target[0]), mass_logit(la, excluded)).to(dev))
             pf, pt = lf.softmax(1), lt.softmax(1)
-            mf = forget_label_mass(pf, yf, excluded).clamp(min=c.mass_floor)
-            mt = forget_label_mass(pt, yt, excluded).clamp(min=c.mass_floor)
+            mf = forget_label_mass(pf, yf, excluded).clamp(min=MASS_FLOOR)
+            mt = forget_label_mass(pt, yt, excluded).clamp(min=MASS_FLOOR)
             share = float(torch.isin(pf.argmax(1), excluded).float().mean())
             return float(ks_2samp(mf.numpy(), mt.numpy()).statistic), share
-
-        def others(z: torch.Tensor) -> torch.Tensor:
-            return z.index_fill(1, excluded_dev, float("-inf")).log_softmax(1).clamp(min=-100)
 
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
             match_ramp over max_steps, or over twice the step budget when the budget cuts it shorter."""
-            return c.match_weight * c.match_ramp ** (steps / max(min(c.max_steps, 2 * max_steps), 1))
+            return c.match_weight * MATCH_RAMP ** (steps / max(min(c.max_steps, 2 * max_steps), 1))
 
-        max_share = c.max_forgotten_share
-        if max_share is None:
-            max_share = 0.0 if data.forget_classes else 0.02
+        max_share = 0.0 if data.forget_classes else BACKDOOR_SHARE
 
         def matched(distance: float, share: float) -> bool:
             return distance <= threshold and share <= max_share
@@ -399,7 +349,7 @@ class DistributionMatching(Unlearner):
         weights = weights.to(dev)
         third_it = tensor_batches(reference, c.batch_size, data.seed + 1)
         use_retain = data.retain is not None and c.retain_weight > 0
-        retain_it = tensor_batches(data.retain, c.retain_batch_size, data.seed + 2) if use_retain else None
+        retain_it = tensor_batches(data.retain, c.batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
         max_steps = self.step_budget(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t))
         initial, share = measure()
@@ -411,14 +361,13 @@ class DistributionMatching(Unlearner):
         # (see docs/design/dm.md)
         # (without a retain set the probe is the reference pool: the forgotten classes' samples must fall)
         kept_data = dataclasses.replace(data, third_party=reference)
-        guard = RetainGuard(model, kept_data, c.max_utility_drop, c.utility_samples) if opt else None
+        guard = RetainGuard(model, kept_data, c.max_utility_drop, UTILITY_SAMPLES) if opt else None
         good = guard.snapshot(model) if opt else None
         lr, backoffs = c.lr, 0
-        quantile = by_sample or c.mass_objective == "quantile"
-        anchor = copy.deepcopy(model) if quantile and c.anchor_weight > 0 and stopped_by == "budget" else None
+        anchor = copy.deepcopy(model) if c.anchor_weight > 0 and stopped_by == "budget" else None
         while stopped_by == "budget" and steps < max_steps:
             model.train()
-            (xf, pos), (xt, yt) = next(forget_it), next(third_it)  # forget batches carry sample positions
+            (xf, pos), (xt, _) = next(forget_it), next(third_it)  # forget batches carry sample positions
             yf = yf_all[pos]
             parts = [xf, xt]
             if use_retain:
@@ -435,24 +384,13 @@ class DistributionMatching(Unlearner):
                     loss = c.phi_weight * (w * per).sum() / w.sum()
                 else:
                     loss = c.phi_weight * quantile_match(phi_f, target[0])
-            elif c.mass_target == "rank":
-                per = F.smooth_l1_loss(mass_logit(logits[:nf], excluded_dev), target[1][pos.to(dev)].float())
-                loss = match_weight() * per
-            elif quantile:
-                loss = match_weight() * quantile_match(mass_logit(logits[:nf], excluded_dev), target[0])
             else:
-                mf = forget_label_mass(logits[:nf].softmax(1), yf.to(dev), excluded_dev)
-                mt = forget_label_mass(logits[nf : nf + nt].softmax(1), yt.to(dev), excluded_dev).detach()
-                loss = match_weight() * mmd2(mf[:, None], mt[:, None], tuple(c.bandwidths))
+                loss = match_weight() * quantile_match(mass_logit(logits[:nf], excluded_dev), target[0])
             if anchor is not None:  # everything but the forget set keeps the original's outputs
                 with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
-                    anchored = anchor.train()(torch.cat(parts).to(dev)).float()
-                    kept = anchored[nf:].log_softmax(1)
+                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].float().log_softmax(1)
                 loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept, log_target=True,
                                                          reduction="batchmean")
-                if data.forget_classes and c.where_weight > 0:  # the forget set keeps the original's other classes
-                    loss = loss + c.where_weight * F.kl_div(others(logits[:nf]), others(anchored[:nf]), log_target=True,
-                                                            reduction="batchmean")
             if use_retain:
                 loss = loss + c.retain_weight * F.cross_entropy(logits[nf + nt :], yr.to(dev))
             check_finite(loss, f"method 'dm' step {steps + 1}")
@@ -460,11 +398,11 @@ class DistributionMatching(Unlearner):
             loss.backward()
             opt.step()
             steps += 1
-            if steps % c.check_every == 0 or steps == max_steps:
+            if steps % CHECK_EVERY == 0 or steps == max_steps:
                 if not guard.check(model):  # utility fell: back to the last good weights, half the step size
                     model.load_state_dict(good)
                     backoffs += 1
-                    if backoffs > c.max_backoffs:
+                    if backoffs > MAX_BACKOFFS:
                         stopped_by = "utility_guard"
                         break
                     lr /= 2
@@ -496,7 +434,7 @@ class DistributionMatching(Unlearner):
         else:
             info["forgotten_share"] = share
             info["reference_size"] = len(reference)
-            if data.forget_classes and c.drop_confused:
+            if data.forget_classes:
                 info["reference_confused_dropped"] = len(labelled) - len(reference)
         if stopped_by == "already_matched":
             info["nothing_to_forget"] = True
