@@ -12,7 +12,7 @@ distribution over the remaining classes to the variant's, and top-1 agreement wi
 remaining classes, steps and time. Also which statistic of the original predicts a retrain's per-example margin.
 
     python benchmarks/studies/confusable_classes.py --out docs/design/confusable-classes.md
-    python benchmarks/studies/confusable_classes.py --out x.md --variants '{"dm": {}, "dm, lr 3e-3": {"lr": 3e-3}}'
+    python benchmarks/studies/confusable_classes.py --out x.md --variants '{"dm": {}, "lr 3e-3": {"lr": 3e-3}, "no ramp": {"MATCH_RAMP": 1}}'
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from scipy.stats import spearmanr
 import oblivio
 from oblivio.audit.population import klom, margins
 from oblivio.bench.report import cpu_name
+from oblivio.methods import dm as dm_module
 from oblivio.methods.dm import mass_logit
 from oblivio.training import predict
 
@@ -89,6 +90,11 @@ def study(cls: int, members: int, variants: dict[str, dict]) -> dict:
             row("original", np.stack([on_forget(m) for m in originals]), originals)]
     for name, options in variants.items():
         unlearned, seconds, steps = [], [], []
+        constants = {k: v for k, v in options.items() if k.isupper()}  # dm's derived settings, e.g. OTHERS_SHARE
+        options = {k: v for k, v in options.items() if not k.isupper()}
+        saved = {k: getattr(dm_module, k) for k in constants}
+        for k, v in constants.items():
+            setattr(dm_module, k, v)
         for model in originals:
             start = time.perf_counter()
             result = oblivio.unlearn(model, split=split, method="dm", seed=0, train_epochs=EPOCHS, verify="record",
@@ -96,6 +102,8 @@ def study(cls: int, members: int, variants: dict[str, dict]) -> dict:
             seconds.append(time.perf_counter() - start)
             unlearned.append(result.model)
             steps.append(int(result.info.get("steps", 0)))
+        for k, v in saved.items():
+            setattr(dm_module, k, v)
         rows.append(row(name, np.stack([on_forget(u) for u in unlearned]), unlearned, seconds,
                         f"{int(np.median(steps))} ({min(steps)}-{max(steps)})"))
     # which statistic of the original (member 1) ranks the forget samples as a retrain's margin does
@@ -119,7 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--members", type=int, default=8)
-    parser.add_argument("--variants", default='{"dm (defaults)": {}}', help="JSON: row name -> dm options")
+    parser.add_argument("--variants", default='{"dm (defaults)": {}, "dm without the other-class anchor": '
+                        '{"OTHERS_SHARE": 0.0}}', help="JSON: row name -> dm options (UPPER-CASE: dm's constants)")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     variants = json.loads(args.variants)

@@ -89,6 +89,7 @@ MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~4
 # Derived settings, fixed (chosen on digits and Fashion-MNIST MLPs and CNNs; docs/design/dm.md):
 CHECK_EVERY = 5  # steps between checks of the stop and the utility guard
 MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple over the run
+OTHERS_SHARE = 0.1  # classes: weight, as a share of anchor_weight, of the forget samples' other-class anchor
 MASS_FLOOR = 0.01  # class/backdoor stop: forgotten-label masses below this are equal for the KS test
 STAT_SAMPLES = 512  # class/backdoor stop: probe size of the KS test (forget and reference)
 BACKDOOR_SHARE = 0.02  # backdoor stop: share of the forget set still on the target allowed (classes: 0)
@@ -180,7 +181,10 @@ class DistributionMatching(Unlearner):
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (for classes, also without the samples the model predicts as one:
-    a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over the run. Stop: the
+    a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over the run. For classes
+    the anchor also holds, on the forget samples, the original's distribution over the remaining classes (KL at
+    ``OTHERS_SHARE`` x ``anchor_weight``), so their mass goes where the original's second choices are, as a
+    retrained model's does, not wherever the matching gradient pushes it. Stop: the
     KS statistic of the mass at most its ``alpha`` critical value, and no forget sample (backdoor:
     ``BACKDOOR_SHARE``) still predicted as a forgotten label.
 
@@ -335,6 +339,10 @@ class DistributionMatching(Unlearner):
             share = float(torch.isin(pf.argmax(1), excluded).float().mean())
             return float(ks_2samp(mf.numpy(), mt.numpy()).statistic), share
 
+        def among_others(z: torch.Tensor) -> torch.Tensor:
+            """Log-probabilities over the classes not forgotten (the forgotten ones at ~0)."""
+            return z.index_fill(1, excluded_dev, float("-inf")).log_softmax(1).clamp(min=-100.0)
+
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
             match_ramp over max_steps, or over twice the step budget when the budget cuts it shorter."""
@@ -388,9 +396,12 @@ class DistributionMatching(Unlearner):
                 loss = match_weight() * quantile_match(mass_logit(logits[:nf], excluded_dev), target[0])
             if anchor is not None:  # everything but the forget set keeps the original's outputs
                 with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
-                    kept = anchor.train()(torch.cat(parts).to(dev))[nf:].float().log_softmax(1)
-                loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept, log_target=True,
-                                                         reduction="batchmean")
+                    anchored = anchor.train()(torch.cat(parts).to(dev)).float()
+                loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), anchored[nf:].log_softmax(1),
+                                                         log_target=True, reduction="batchmean")
+                if data.forget_classes:  # where the mass goes: among the other classes, as the original ranks them
+                    loss = loss + OTHERS_SHARE * c.anchor_weight * F.kl_div(
+                        among_others(logits[:nf]), among_others(anchored[:nf]), log_target=True, reduction="batchmean")
             if use_retain:
                 loss = loss + c.retain_weight * F.cross_entropy(logits[nf + nt :], yr.to(dev))
             check_finite(loss, f"method 'dm' step {steps + 1}")
