@@ -1,12 +1,19 @@
 """Shared fixtures: digits data, one split per scenario and an original MLP per split (trained once per session)."""
 from __future__ import annotations
 
+import os
 import sys
 
-import pytest
-import torch
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 set, and rich fixes a console's size from them when the
+# console is made (the CLI's, at import): without them the CLI reads COLUMNS when it prints, as in a plain run, so
+# the tests that pass COLUMNS to a command get that width under `-n auto` too.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
-from oblivio import Backdoor, ClassForget, RandomSubset, TrainConfig, load_dataset, make_split, train
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from oblivio import Backdoor, ClassForget, RandomSubset, TrainConfig, load_dataset, make_split, train  # noqa: E402
 
 torch.set_num_threads(1)  # small models: one thread is as fast on an idle 2-core machine and far faster on a busy one
 
