@@ -190,9 +190,8 @@ class DistributionMatching(Unlearner):
     than that share is still predicted as a forgotten label: it goes on up to ``max_steps``
     (``info["budget_extended_by"]``).
 
-    Either way, nothing to forget at step 0 returns the model unchanged with ``info["nothing_to_forget"]``. A utility
-    guard checks retain accuracy every ``CHECK_EVERY`` steps: a drop of more than ``max_utility_drop`` restores the
-    last good weights and halves the lr. The module's upper-case constants are the derived settings.
+    Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``). A utility guard undoes
+    steps that cost more than ``max_utility_drop`` retain accuracy and halves the lr. Upper-case constants: derived.
 
     Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
     - ``lr`` / ``optimizer`` / ``batch_size``: the fine-tuning steps (forget, reference and retain batches).
