@@ -311,3 +311,16 @@ def test_a_forgotten_class_goes_where_the_original_ranks_the_other_classes(split
     monkeypatch.setattr(dm_module, "OTHERS_SHARE", 0.0)
     loose = float((top_other(unlearn(model, split=split, method="dm", seed=0).model) == before).float().mean())
     assert accuracy(result.model, split.forget) == 0.0 and kept > 0.85 and kept > loose + 0.3, (kept, loose)
+
+
+def test_the_budget_never_ends_a_class_run_that_still_predicts_the_class(digits):
+    """A 5-epoch original: the 50-step floor left 18 % of class 8 predicted as 8; dm goes on past its budget
+    (never past max_steps) until none is, and says by how many steps."""
+    split = make_split(digits, ClassForget((8,)), seed=0)
+    model = train("mlp", split.train, 10, TrainConfig(epochs=5, seed=0))[0]
+    result = unlearn(model, split=split, method="dm", seed=0, train_epochs=5)
+    info = result.info
+    assert accuracy(result.model, split.forget) == 0.0 and info["stopped_by"] != "utility_guard", info
+    assert info["budget_extended_by"] > 0 and info["steps"] == info["step_budget"] + info["budget_extended_by"]
+    held = unlearn(model, split=split, method="dm", seed=0, train_epochs=5, max_steps=50, verify="record").info
+    assert held["steps"] == 50 and "budget_extended_by" not in held  # max_steps stays the hard cap
