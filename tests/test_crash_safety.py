@@ -196,3 +196,14 @@ def test_sigkill_at_random_moments_leaves_absent_previous_or_new_never_a_mix(tmp
         assert _hidden(out.parent) == [], _hidden(out.parent)
     assert sum(seen.values()) == 20
     print("SIGKILL outcomes:", seen, f"(forget run time {runtime:.1f} s)")
+
+
+def test_a_write_check_probe_left_by_a_killed_process_is_swept_by_the_next_writer(tmp_path):
+    """``check_writable`` creates and deletes a probe file; a SIGKILL between the two leaves it behind (seen once in
+    the kill loop above): the next writer's lock removes it with the other strays."""
+    out = tmp_path / "f.safetensors"
+    probe = tmp_path / ".oblivio-write-check.abc123.tmp"
+    probe.write_bytes(b"")
+    with checkpoint_lock(out):
+        pass
+    assert _hidden(tmp_path) == []

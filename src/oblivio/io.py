@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import time
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -27,6 +28,7 @@ from typing import Iterable, Iterator
 from .errors import OblivioError
 
 TMP_SUFFIX = ".tmp"
+WRITE_CHECK_PREFIX = ".oblivio-write-check."  # the probe ``check_writable`` creates and deletes at once
 
 
 class OutputLocked(OblivioError):
@@ -165,8 +167,10 @@ def recover_files(dests: Iterable[str | os.PathLike], journal: Path | None = Non
                 rolled = True
         fsync_dir(journal.parent)
         journal.unlink()
-    for dest in dests + [journal]:
-        for stray in dest.parent.glob(f".{dest.name}.*{TMP_SUFFIX}"):
+    strays = [(dest.parent, f".{dest.name}.*{TMP_SUFFIX}") for dest in dests + [journal]]
+    strays += [(d, f"{WRITE_CHECK_PREFIX}*{TMP_SUFFIX}") for d in {dest.parent for dest in dests}]  # a killed probe
+    for directory, pattern in strays:
+        for stray in directory.glob(pattern):
             try:
                 stray.unlink()
             except OSError:
@@ -314,9 +318,10 @@ def check_writable(path: str | os.PathLike, *, kind: str = "file", need_bytes: i
     if not existing.is_dir():
         raise OblivioError(f"{what} {path}: {existing} is a file, not a directory")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".oblivio-write-check.", suffix=TMP_SUFFIX, dir=existing)
+        fd, probe = tempfile.mkstemp(prefix=WRITE_CHECK_PREFIX, suffix=TMP_SUFFIX, dir=existing)
         os.close(fd)
-        os.unlink(probe)
+        with contextlib.suppress(FileNotFoundError):  # a writer's recover_files may have swept it already
+            os.unlink(probe)
     except OSError as e:
         raise OblivioError(f"{what} {path}: cannot write in {existing}: "
                            f"{_reason(e)}") from None
