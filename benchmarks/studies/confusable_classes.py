@@ -20,6 +20,7 @@ import argparse
 import json
 import subprocess
 import time
+from unittest import mock
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy.stats import spearmanr
 
 import oblivio
 from oblivio.audit.population import klom, margins
+from oblivio.audit.verdict import remaining_test_accuracy
 from oblivio.bench.report import cpu_name
 from oblivio.methods import dm as dm_module
 from oblivio.methods.dm import mass_logit
@@ -59,14 +61,12 @@ def study(cls: int, members: int, variants: dict[str, dict]) -> dict:
     data = oblivio.load_dataset("fashion-mnist").subset(3000, 1000, seed=0)
     split = oblivio.make_split(data, oblivio.ClassForget(classes=[cls]), seed=0)
     y = split.forget.tensors[1].numpy()
-    x_test, y_test = split.test.tensors
-    keep = y_test != cls
 
     def on_forget(model) -> np.ndarray:
         return predict(model, split.forget)[0].numpy()
 
     def remaining_accuracy(model) -> float:
-        return 100.0 * float((predict(model, split.test)[0][keep].argmax(1) == y_test[keep]).float().mean())
+        return remaining_test_accuracy(predict(model, split.test)[0], split.test.tensors[1], (cls,))
 
     retrained = [fit(split.retain, 100 + s) for s in range(members)]
     floor = [fit(split.retain, 200 + s) for s in range(members)]
@@ -92,18 +92,14 @@ def study(cls: int, members: int, variants: dict[str, dict]) -> dict:
         unlearned, seconds, steps = [], [], []
         constants = {k: v for k, v in options.items() if k.isupper()}  # dm's derived settings, e.g. OTHERS_SHARE
         options = {k: v for k, v in options.items() if not k.isupper()}
-        saved = {k: getattr(dm_module, k) for k in constants}
-        for k, v in constants.items():
-            setattr(dm_module, k, v)
-        for model in originals:
-            start = time.perf_counter()
-            result = oblivio.unlearn(model, split=split, method="dm", seed=0, train_epochs=EPOCHS, verify="record",
-                                     device="cpu", **options)
-            seconds.append(time.perf_counter() - start)
-            unlearned.append(result.model)
-            steps.append(int(result.info.get("steps", 0)))
-        for k, v in saved.items():
-            setattr(dm_module, k, v)
+        with mock.patch.dict(vars(dm_module), constants):  # restored afterwards
+            for model in originals:
+                start = time.perf_counter()
+                result = oblivio.unlearn(model, split=split, method="dm", seed=0, train_epochs=EPOCHS,
+                                         verify="record", device="cpu", **options)
+                seconds.append(time.perf_counter() - start)
+                unlearned.append(result.model)
+                steps.append(int(result.info.get("steps", 0)))
         rows.append(row(name, np.stack([on_forget(u) for u in unlearned]), unlearned, seconds,
                         f"{int(np.median(steps))} ({min(steps)}-{max(steps)})"))
     # which statistic of the original (member 1) ranks the forget samples as a retrain's margin does
