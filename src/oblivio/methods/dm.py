@@ -88,7 +88,8 @@ LINEAGE_WEIGHT = 0.5  # loss weight of samples forgotten by earlier requests, ne
 MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~40 capped steps on digits)
 # Derived settings, fixed (chosen on digits and Fashion-MNIST MLPs and CNNs; docs/design/dm.md):
 CHECK_EVERY = 5  # steps between checks of the stop and the utility guard
-MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple over the run
+MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple
+RAMP_STEPS = 200  # class/backdoor: ... over at most this many steps (optimiser steps, whatever the data's size)
 OTHERS_SHARE = 0.1  # classes: weight, as a share of anchor_weight, of the forget samples' other-class anchor
 MASS_FLOOR = 0.01  # class/backdoor stop: forgotten-label masses below this are equal for the KS test
 STAT_SAMPLES = 512  # class/backdoor stop: probe size of the KS test (forget and reference)
@@ -181,7 +182,9 @@ class DistributionMatching(Unlearner):
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (for classes, also without the samples the model predicts as one:
-    a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over the run. For classes
+    a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over ``RAMP_STEPS`` steps
+    (fewer when the budget is short): a count of optimiser steps, not a share of the budget, so the run's cost does
+    not grow with the training set. For classes
     the anchor also holds, on the forget samples, the original's distribution over the remaining classes (KL at
     ``OTHERS_SHARE`` x ``anchor_weight``), so their mass goes where the original's second choices are, as a
     retrained model's does, not wherever the matching gradient pushes it. Stop: the
@@ -347,8 +350,8 @@ class DistributionMatching(Unlearner):
 
         def match_weight() -> float:
             """The class/backdoor matching weight at this step: match_weight, grown geometrically by
-            MATCH_RAMP over max_steps, or over twice the step budget when the budget cuts it shorter."""
-            return c.match_weight * MATCH_RAMP ** min(steps / max(min(c.max_steps, 2 * max_steps), 1), 1.0)
+            MATCH_RAMP over RAMP_STEPS, max_steps or twice the step budget, whichever is shortest."""
+            return c.match_weight * MATCH_RAMP ** min(steps / max(min(RAMP_STEPS, c.max_steps, 2 * max_steps), 1), 1.0)
 
         max_share = 0.0 if data.forget_classes else BACKDOOR_SHARE
 
