@@ -97,6 +97,7 @@ BACKDOOR_SHARE = 0.02  # backdoor stop: share of the forget set still on the tar
 FAMILIARITY_SAMPLES = 4096  # random subset stop: probe size of the familiarity z (forget and reference)
 LOSS_CLIP = 10.0  # familiarity z: per-sample cross-entropy clip
 NULL_DRAWS = 1000  # familiarity z: bootstrap draws of its null distribution (calibrated_z)
+NULL_BELOW = 1000  # familiarity z: forget probes at least this large skip the null (normal by then; it cost half the run)
 UTILITY_SAMPLES = 512  # utility guard: retain samples whose accuracy it watches
 MAX_BACKOFFS = 10  # utility guard: lr halvings before the run stops
 
@@ -319,7 +320,8 @@ class DistributionMatching(Unlearner):
             lf, yf = predict(model, probe_f)
             lt, yt = predict(model, probe_t)
             if by_sample:
-                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, LOSS_CLIP, NULL_DRAWS, data.seed)
+                draws = NULL_DRAWS if len(probe_f) < NULL_BELOW else 0
+                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, LOSS_CLIP, draws, data.seed)
                 if not target:
                     target.append(logit_confidence(lt, yt).to(dev))
                     if per_sample:  # each forget sample's own target, from the model as given
