@@ -89,7 +89,7 @@ MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~4
 # Derived settings, fixed (chosen on digits and Fashion-MNIST MLPs and CNNs; docs/design/dm.md):
 CHECK_EVERY = 5  # steps between checks of the stop and the utility guard
 MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple
-RAMP_STEPS = 200  # class/backdoor: ... over at most this many steps (optimiser steps, whatever the data's size)
+RAMP_STEPS = 300  # class/backdoor: ... over at most this many steps (optimiser steps, whatever the data's size)
 OTHERS_SHARE = 0.1  # classes: weight, as a share of anchor_weight, of the forget samples' other-class anchor
 MASS_FLOOR = 0.01  # class/backdoor stop: forgotten-label masses below this are equal for the KS test
 STAT_SAMPLES = 512  # class/backdoor stop: probe size of the KS test (forget and reference)
