@@ -221,7 +221,7 @@ def klom_board(doc: dict) -> str:
 
 
 def sequential_final(doc: dict) -> tuple[int, list[dict]]:
-    """(the last step, its method rows by mean Avg. Gap): the order of the bench's means, no significance test."""
+    """(the last step, its method rows by mean Avg. Gap): the order of the bench's means (marks: its paired test)."""
     rows = doc.get("sequential_summary") or []
     if not rows:
         return 0, []
@@ -251,7 +251,8 @@ def sequential_board(doc: dict) -> str:
 
     def line(rank: str, r: dict) -> list[str]:
         note = f", warnings at {warned[r['method']]} steps" if warned.get(r["method"]) else ""
-        return [rank, report._method_label(r) + note, f"{r['avg_gap_mean']:.2f} ± {r.get('avg_gap_std', 0):.2f}",
+        mark = f" {_mark(r['vs_best'])}" if r.get("vs_best") else ""
+        return [rank, report._method_label(r) + note, f"{r['avg_gap_mean']:.2f} ± {r.get('avg_gap_std', 0):.2f}{mark}",
                 f"{worst[r['method']]:.2f}", f"{r['UA_mean']:.1f} / {r['RA_mean']:.1f} / {r['TA_mean']:.1f}", _ratio(r)]
 
     rows = [line(str(i + 1), r) for i, r in enumerate(ranked)]

@@ -174,6 +174,22 @@ def test_one_unit_is_untested_never_tied():
     assert mean_ci(np.array([3.0])) == (3.0, 3.0)
 
 
+def test_sequential_steps_are_tested_per_step_over_seeds():
+    """A sequential section's rows are compared within each step, paired by seed (no member key)."""
+    rng = np.random.default_rng(1)
+    runs, summary = [], []
+    for step, shift in ((1, 0.0), (2, 3.0)):  # at step 2 "b" is far behind "a"; at step 1 they are the same
+        base = rng.normal(2.0, 0.3, size=8)
+        for method, values in (("a", base), ("b", base + shift + rng.normal(0, 0.05, 8))):
+            runs += [{"step": step, "method": method, "seed": s, "avg_gap": float(v)} for s, v in enumerate(values)]
+            summary.append({"step": step, "method": method, "avg_gap_mean": float(np.mean(values))})
+    mark_ties(summary, runs, [1, 2], group="step")
+    marks = {(r["step"], r["method"]): r["vs_best"] for r in summary}
+    assert sorted([marks[(1, "a")], marks[(1, "b")]]) == ["best", "tied"]
+    assert (marks[(2, "a")], marks[(2, "b")]) == ("best", "worse")
+    assert all(r["units"] == 8 for r in summary)
+
+
 def test_serial_bench_shows_each_training_step_under_the_cells_bar(tmp_path, capsys):
     """A long training is not a bar frozen at 0 cells: its steps show (and the bar goes away when it ends)."""
     run_benchmark(parse_config(TINY), tmp_path, progress=True)

@@ -246,6 +246,7 @@ def assemble(cfg: BenchConfig, out: Path, header: dict, cells: list[dict], seq_c
     population, per_example_klom = population_metrics(cells) if cfg.members > 1 else ([], {})
     _merge_population(summary, population)
     mark_ties(summary, runs, list(cfg.scenarios), per_example_klom, seed=cfg.seeds[0])
+    mark_ties(seq_summary, seq_runs, sorted({r["step"] for r in seq_summary}), seed=cfg.seeds[0], group="step")
     result = BenchResult(cfg, out, header, runs, summary, seq_runs, seq_summary, sizes)
     result.population = population
     return result
@@ -381,9 +382,10 @@ def sequential_table(result: BenchResult) -> tuple[str, list[str], list[list[str
         return None
     s = result.config.sequential
     rows = result.sequential_summary
-    cols = _present(rows, ("UA", "RA", "TA", "MIA", "AUC", "avg_gap", "seconds", "time_ratio"))
+    cols = _present(rows, ("UA", "RA", "TA", "MIA", "AUC", "avg_gap", "vs_best", "seconds", "time_ratio"))
     title = (f"sequential: {s.requests} disjoint requests of {100 * s.fraction:g}% of the train pool, each unlearned "
-             f"from the previous step's model; UA over everything deleted so far, gap vs retrain at that step")
+             f"from the previous step's model; UA over everything deleted so far, gap vs retrain at that step; "
+             f"vs best: paired bootstrap over the seeds at that step")
     body = [[str(r["step"]), str(r.get("deleted", "-")), _method_label(r),
              *[_fmt(r, c) for c in cols]] for r in rows]
     return title, ["Step", "Deleted", "Method", *[LABELS.get(c, c) for c in cols]], body

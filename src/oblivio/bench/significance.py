@@ -8,11 +8,14 @@ scored against the same gold retrain, so two methods' Avg. Gaps are paired by un
   significant (the 95% CI of the mean paired difference contains 0), else ``worse``;
 - ``vs_noise``: ``within`` when the row's Avg. Gap is not significantly above the other-seed retrain's
   (two honest retrains' gap, the noise floor), else ``above``;
-- with a population, ``klom_vs_best``: the same test on KLoM, paired over forget examples (all seeds).
+- with a population, ``klom_vs_best``: the same test on KLoM, paired over forget examples (all seeds);
+- a sequential section: ``vs_best`` per step, paired over its seeds.
 
 With fewer than two paired units there is no test: the marks say ``untested`` (never ``tied``).
 """
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +24,9 @@ from .config import NOISE_FLOOR
 CONTESTANTS_EXCLUDED = ("original", "retrain", NOISE_FLOOR)
 
 
-def _units(runs: list[dict], scenario: str, method: str, key: str = "avg_gap") -> dict[tuple, float]:
+def _units(runs: list[dict], scenario: Any, method: str, key: str = "avg_gap", group: str = "scenario") -> dict[tuple, float]:
     return {(r.get("seed"), r.get("member", 0)): float(r[key]) for r in runs
-            if r.get("scenario") == scenario and r.get("method") == method and key in r and not r.get("error")}
+            if r.get(group) == scenario and r.get("method") == method and key in r and not r.get("error")}
 
 
 def _paired(a: dict[tuple, float], b: dict[tuple, float], seed: int) -> dict | None:
@@ -53,12 +56,15 @@ def mean_ci(values: np.ndarray, seed: int = 0, level: float = 0.95) -> tuple[flo
     return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
 
 
-def mark_ties(summary: list[dict], runs: list[dict], scenarios: list[str],
-              per_example_klom: dict[tuple, np.ndarray] | None = None, seed: int = 0) -> None:
-    """Add ``avg_gap_low/high``, ``units``, ``vs_best``, ``vs_noise`` (and ``klom_vs_best``) to ``summary`` rows."""
+def mark_ties(summary: list[dict], runs: list[dict], scenarios: list,
+              per_example_klom: dict[tuple, np.ndarray] | None = None, seed: int = 0, group: str = "scenario") -> None:
+    """Add ``avg_gap_low/high``, ``units``, ``vs_best``, ``vs_noise`` (and ``klom_vs_best``) to ``summary`` rows.
+
+    Rows are compared within each value of ``group`` in ``scenarios`` (``"step"`` for a sequential section's
+    steps, whose units are its seeds)."""
     for scenario in scenarios:
-        rows = [r for r in summary if r["scenario"] == scenario and "avg_gap_mean" in r]
-        units = {r["method"]: _units(runs, scenario, r["method"]) for r in rows}
+        rows = [r for r in summary if r[group] == scenario and "avg_gap_mean" in r]
+        units = {r["method"]: _units(runs, scenario, r["method"], group=group) for r in rows}
         for r in rows:
             r["units"] = len(units[r["method"]])
             r["avg_gap_low"], r["avg_gap_high"] = mean_ci(np.array(list(units[r["method"]].values())), seed)
