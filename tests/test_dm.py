@@ -324,3 +324,31 @@ def test_the_budget_never_ends_a_class_run_that_still_predicts_the_class(digits)
     assert info["budget_extended_by"] > 0 and info["steps"] == info["step_budget"] + info["budget_extended_by"]
     held = unlearn(model, split=split, method="dm", seed=0, train_epochs=5, max_steps=50, verify="record").info
     assert held["steps"] == 50 and "budget_extended_by" not in held  # max_steps stays the hard cap
+
+
+def test_the_class_ramp_is_a_number_of_steps_whatever_the_budget(splits, original):
+    """The matching weight ramps over at most ``RAMP_STEPS`` steps: a bigger training set (more retrain passes, a
+    larger budget) no longer slows the ramp down, so a class costs the same steps on 300 or 3,000 epochs."""
+    split, model = splits["class"], original("class")
+    runs = [unlearn(model, split=split, method="dm", seed=0, train_epochs=epochs, max_steps=2000)
+            for epochs in (300, 3000)]
+    assert runs[0].info["step_budget"] < runs[1].info["step_budget"] == 2000  # budgets far apart ...
+    assert runs[0].info["steps"] == runs[1].info["steps"] < dm_module.RAMP_STEPS  # ... the same run
+    assert same_weights(runs[0].model, runs[1].model) and accuracy(runs[0].model, split.forget) == 0.0
+
+
+def test_a_large_forget_probe_uses_the_plain_welch_z(memorising, monkeypatch):
+    """The bootstrap null corrects small, skewed samples; from ``NULL_BELOW`` forget samples on, the z is Welch's."""
+    split, original = memorising
+    x, y = split.forget.tensors
+    forget = TensorDataset(x[:13], y[:13])
+
+    def initial():
+        return unlearn(original, forget=forget, retain=split.retain, third_party=split.third_party, method="dm",
+                       seed=0, max_steps=1, verify="record").info
+
+    calibrated = initial()
+    monkeypatch.setattr(dm_module, "NULL_BELOW", 10)  # 13 samples count as large
+    plain = initial()
+    assert plain["initial_z_loss"] == plain["initial_z_loss_welch"] == calibrated["initial_z_loss_welch"]
+    assert calibrated["initial_z_loss"] < calibrated["initial_z_loss_welch"]  # the small-sample bias, removed

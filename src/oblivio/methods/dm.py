@@ -97,7 +97,7 @@ BACKDOOR_SHARE = 0.02  # backdoor stop: share of the forget set still on the tar
 FAMILIARITY_SAMPLES = 4096  # random subset stop: probe size of the familiarity z (forget and reference)
 LOSS_CLIP = 10.0  # familiarity z: per-sample cross-entropy clip
 NULL_DRAWS = 1000  # familiarity z: bootstrap draws of its null distribution (calibrated_z)
-NULL_BELOW = 1000  # familiarity z: forget probes at least this large skip the null (normal by then; it cost half the run)
+NULL_BELOW = 1000  # familiarity z: forget probes this large use the plain Welch z (normal at this size; the null is costly)
 UTILITY_SAMPLES = 512  # utility guard: retain samples whose accuracy it watches
 MAX_BACKOFFS = 10  # utility guard: lr halvings before the run stops
 
