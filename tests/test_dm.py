@@ -272,12 +272,12 @@ def test_the_small_request_rule_reads_every_sample_whatever_the_probe_size(memor
 def test_dm_keeps_its_cost_under_its_share_of_a_retrain(splits, original):
     """With the original's epochs known, dm's steps are capped so its sample passes stay under ``budget`` x a
     retrain's (epochs x retain samples), never under ``MIN_BUDGET_STEPS``; the class is still forgotten."""
-    from oblivio.methods.dm import MIN_BUDGET_STEPS, DistributionMatching
+    from oblivio.methods.dm import FORWARD_COST, MIN_BUDGET_STEPS, DistributionMatching
 
     split, model = splits["class"], original("class")
     c = DistributionMatching.Config()
     n_f, n_t, n_r = min(c.batch_size, len(split.forget)), c.batch_size, c.batch_size
-    per_step = n_f + n_t + n_r + (n_t + n_r) / 3  # forward + backward, plus the anchor's forward
+    per_step = n_f + n_t + n_r + FORWARD_COST * (n_t + n_r)  # forward + backward, plus the anchor's forward
     capped = unlearn(model, split=split, method="dm", seed=0, train_epochs=80)
     uncapped = unlearn(model, split=split, method="dm", seed=0)
     assert uncapped.info["step_budget"] == c.max_steps

@@ -87,7 +87,8 @@ MIN_POPULATION = 30  # fewer forget samples than this: the set-level test is und
 LINEAGE_WEIGHT = 0.5  # loss weight of samples forgotten by earlier requests, next to the new request's 1
 MIN_BUDGET_STEPS = 50  # the budget never cuts a run below this (a class took ~40 capped steps on digits)
 # Derived settings, fixed (chosen on digits and Fashion-MNIST MLPs and CNNs; docs/design/dm.md):
-CHECK_EVERY = 5  # steps between checks of the stop and the utility guard
+CHECK_EVERY = 5  # steps between checks of the stop and the utility guard (more when their probes are large)
+FORWARD_COST = 0.5  # budget: a forward pass as a share of forward + backward (1/3 in FLOPs; 0.4-0.75 on CPUs)
 MATCH_RAMP = 100.0  # class/backdoor: the matching weight grows geometrically to this multiple
 RAMP_STEPS = 300  # class/backdoor: ... over at most this many steps (optimiser steps, whatever the data's size)
 OTHERS_SHARE = 0.1  # classes: weight, as a share of anchor_weight, of the forget samples' other-class anchor
@@ -269,17 +270,29 @@ class DistributionMatching(Unlearner):
         clear = ~torch.isin(logits.argmax(1), torch.tensor(data.forget_classes))
         return select(pool, torch.nonzero(clear).flatten()) if clear.any() else pool
 
-    def step_budget(self, data: UnlearnData, n_forget: int, n_reference: int, use_retain: bool, probes: int) -> int:
+    def step_costs(self, data: UnlearnData, n_forget: int, n_reference: int, use_retain: bool,
+                   probes: int) -> tuple[float, int]:
+        """(sample passes per step, steps between checks). A step is its forget, reference and retain batches
+        (forward + backward = 1 pass) and the anchor's forward over the last two; a check, every ``CHECK_EVERY``
+        steps or less often when its probes (``probes`` + ``UTILITY_SAMPLES``, forward only) would cost more than
+        half of the steps between checks, so the checks stay under a third of the run. A forward pass counts
+        ``FORWARD_COST``."""
+        c = self.config
+        n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
+        n_r = min(c.batch_size, len(data.retain)) if use_retain else 0
+        anchored = FORWARD_COST * (n_t + n_r) if c.anchor_weight > 0 else 0.0
+        step = n_f + n_t + n_r + anchored
+        check = FORWARD_COST * (UTILITY_SAMPLES + probes)
+        every = max(CHECK_EVERY, math.ceil(2 * check / step))
+        return step + check / every, every
+
+    def step_budget(self, data: UnlearnData, per_step: float) -> int:
         """``max_steps``, lowered so the run costs at most ``budget`` x a retrain's sample passes (``train_epochs`` x
-        ``len(retain)``; forward + backward = 1, forward alone = 1/3) when both are known, but never under
-        ``MIN_BUDGET_STEPS`` (a retrain that cheap is cheaper than any cap is worth)."""
+        ``len(retain)``) when both are known, but never under ``MIN_BUDGET_STEPS`` (a retrain that cheap is cheaper
+        than any cap is worth)."""
         c = self.config
         if c.budget is None or not data.train_epochs or data.retain is None or len(data.retain) == 0:
             return c.max_steps
-        n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
-        n_r = min(c.batch_size, len(data.retain)) if use_retain else 0
-        anchored = (n_t + n_r) / 3 if c.anchor_weight > 0 else 0.0
-        per_step = n_f + n_t + n_r + anchored + (UTILITY_SAMPLES + probes) / 3 / CHECK_EVERY
         capped = int(c.budget * data.train_epochs * len(data.retain) / per_step)
         return min(c.max_steps, max(MIN_BUDGET_STEPS, capped))
 
@@ -371,7 +384,8 @@ class DistributionMatching(Unlearner):
         use_retain = data.retain is not None and c.retain_weight > 0
         retain_it = tensor_batches(data.retain, c.batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
-        max_steps = self.step_budget(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t))
+        per_step, every = self.step_costs(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t))
+        max_steps = self.step_budget(data, per_step)
         initial, share = measure()
         initial_stats = dict(stats)
         distance, steps = initial, 0
@@ -421,7 +435,7 @@ class DistributionMatching(Unlearner):
             loss.backward()
             opt.step()
             steps += 1
-            if steps % CHECK_EVERY == 0 or steps in (max_steps, c.max_steps):
+            if steps % every == 0 or steps in (max_steps, c.max_steps):
                 if not guard.check(model):  # utility fell: back to the last good weights, half the step size
                     model.load_state_dict(good)
                     backoffs += 1
@@ -439,7 +453,7 @@ class DistributionMatching(Unlearner):
         info: dict[str, Any] = {
             "steps": steps, "distance": distance, "initial_distance": initial, "stopped_by": stopped_by,
             "threshold": threshold, "statistic": "familiarity_z" if by_sample else "ks_forgotten_mass",
-            "step_budget": max_steps,
+            "step_budget": max_steps, "check_every": every,
         }
         if steps > max_steps:
             info["budget_extended_by"] = steps - max_steps  # steps past the budget to stop predicting the label
