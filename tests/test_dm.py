@@ -1,9 +1,12 @@
 """dm's stopping rule: nothing to forget is recognised at step 0; a remembered random subset is forgotten."""
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
 from oblivio import ClassForget, OblivioError, RandomSubset, TrainConfig, accuracy, make_split, retrain, train, unlearn
+from oblivio.methods import UnlearnData
 from oblivio.methods import dm as dm_module
 from oblivio.methods.dm import (
     calibrated_z,
@@ -352,3 +355,21 @@ def test_a_large_forget_probe_uses_the_plain_welch_z(memorising, monkeypatch):
     plain = initial()
     assert plain["initial_z_loss"] == plain["initial_z_loss_welch"] == calibrated["initial_z_loss_welch"]
     assert calibrated["initial_z_loss"] < calibrated["initial_z_loss_welch"]  # the small-sample bias, removed
+
+
+def test_checks_thin_out_when_their_probes_are_large(splits):
+    """A check's probes (forward only) may cost at most half the steps between checks: every ``CHECK_EVERY``
+    steps on digits, less often for a 4,096 + 4,096-sample familiarity probe; the budget counts both."""
+    from oblivio.methods.dm import CHECK_EVERY, FORWARD_COST, UTILITY_SAMPLES, DistributionMatching
+
+    split = splits["random"]
+    dm, data = DistributionMatching(), UnlearnData(split.forget, 10, split.retain, split.third_party)
+    small_cost, small_every = dm.step_costs(data, 129, 144, True, 129 + 144)
+    large_cost, large_every = dm.step_costs(data, 5400, 6000, True, 4096 + 4096)
+    step = 3 * 128 + FORWARD_COST * 2 * 128
+    assert small_every == CHECK_EVERY and large_every > CHECK_EVERY
+    check = FORWARD_COST * (UTILITY_SAMPLES + 8192)
+    assert check / large_every <= step / 2 < check / (large_every - 1)  # the sparsest interval that keeps the bound
+    assert large_cost == pytest.approx(step + check / large_every)
+    assert dm.step_budget(dataclasses.replace(data, train_epochs=100), large_cost) == int(
+        0.5 * 100 * len(split.retain) / large_cost)
