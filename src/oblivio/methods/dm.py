@@ -202,7 +202,8 @@ class DistributionMatching(Unlearner):
     - ``lr`` / ``optimizer`` / ``batch_size``: the fine-tuning steps (forget, reference and retain batches).
     - ``max_steps``: the most steps a run takes.
     - ``budget``: at most this share of a retrain's sample passes (``train_epochs`` x retain samples, when known;
-      0.5: 0.20-0.43x a retrain on a memorising Fashion-MNIST MLP; 1.0 buys a closer random subset at ~0.75x).
+      a forward pass counts ``FORWARD_COST``). Chosen on memorising Fashion-MNIST MLPs; 1.0 buys a closer random
+      subset where runs end at the budget.
     - ``phi_weight`` / ``z_stop``: random subset: weight of the matching term; familiarity z at which it stops.
     - ``match_weight`` / ``alpha``: class or backdoor: starting weight of the matching term; level of the KS stop.
     - ``anchor_weight`` / ``retain_weight``: how hard everything but the forget set keeps its outputs (0 = off).
