@@ -279,8 +279,17 @@ def bench_meta(doc: dict, name: str) -> str:
     return (f"{data.get('name')}, {cfg.get('model')}, {train.get('epochs')} epochs; seeds {h.get('seeds')}"
             + (f", population {cfg['population']}" if cfg.get("population") else ", no population")
             + (f"; sequential: {seq['requests']} requests of {100 * seq['fraction']:g}%, seeds {seq['seeds']}" if seq else "")
-            + f". Commit `{h.get('git_commit')}`, {str(h.get('date'))[:10]}, {machine}, {h.get('wall_seconds')} s wall. "
-            f"Run: `{bench_command(doc, name)}`.")
+            + f". Commit `{h.get('git_commit')}`, {str(h.get('date'))[:10]}, {machine}, {h.get('wall_seconds')} s wall"
+            + _reused(h) + f". Run: `{bench_command(doc, name)}`.")
+
+
+def _reused(h: dict) -> str:
+    """How many cells this run reused from earlier runs of the same code (their times were measured then)."""
+    cached, computed = h.get("cells_cached") or 0, h.get("cells_computed") or 0
+    if not cached:
+        return ""
+    return (f" ({computed} of {cached + computed} cells computed in this run; the rest, times included, come from "
+            f"earlier runs of the same code)")
 
 
 def bench_section(doc: dict, name: str, link: str) -> list[str]:
@@ -290,9 +299,12 @@ def bench_section(doc: dict, name: str, link: str) -> list[str]:
         out += ["Per-example verdict (mean KLoM over the forget examples, lower is better):", "", klom_board(doc), ""]
     if doc.get("sequential_summary"):
         s = doc["config"]["sequential"]
+        tested = any("vs_best" in r for r in doc["sequential_summary"])
+        test = ("marks: paired bootstrap over the seeds at that step" if tested
+                else "no significance test in this output")
         out += [f"Sequential requests ({s['requests']} disjoint requests of {100 * s['fraction']:g}% of the pool, each "
-                "from the previous step's model; by mean Avg. Gap at the last step, no significance test in this "
-                "output):", "", sequential_board(doc), ""]
+                f"from the previous step's model; by mean Avg. Gap at the last step, {test}):", "",
+                sequential_board(doc), ""]
     return out
 
 
