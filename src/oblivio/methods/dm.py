@@ -185,15 +185,12 @@ class DistributionMatching(Unlearner):
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (for classes, also without the samples the model predicts as one:
     a retrained model cannot). The matching weight grows geometrically by ``MATCH_RAMP`` over ``RAMP_STEPS`` steps
-    (fewer when the budget is short): a count of optimiser steps, not a share of the budget, so the run's cost does
-    not grow with the training set. For classes
-    the anchor also holds, on the forget samples, the original's distribution over the remaining classes (KL at
-    ``OTHERS_SHARE`` x ``anchor_weight``), so their mass goes where the original's second choices are, as a
-    retrained model's does, not wherever the matching gradient pushes it. Stop: the
-    KS statistic of the mass at most its ``alpha`` critical value, and no forget sample (backdoor:
-    ``BACKDOOR_SHARE``) still predicted as a forgotten label. The step budget never ends such a run while more
-    than that share is still predicted as a forgotten label: it goes on up to ``max_steps``
-    (``info["budget_extended_by"]``).
+    (fewer on a short budget), so the cost does not grow with the data. For classes the anchor also holds, on the
+    forget samples, the original's distribution over the remaining classes (KL at ``OTHERS_SHARE`` x
+    ``anchor_weight``), so their mass goes where the original's second choices are, as a retrained model's does.
+    Stop: the KS statistic of the mass at most its ``alpha`` critical value, and no forget sample (backdoor:
+    ``BACKDOOR_SHARE``) still predicted as a forgotten label; while more is, the step budget does not end the run
+    (it goes on up to ``max_steps``: ``info["budget_extended_by"]``).
 
     Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``). A utility guard undoes
     steps that cost more than ``max_utility_drop`` retain accuracy and halves the lr. Upper-case constants: derived.
@@ -202,8 +199,7 @@ class DistributionMatching(Unlearner):
     - ``lr`` / ``optimizer`` / ``batch_size``: the fine-tuning steps (forget, reference and retain batches).
     - ``max_steps``: the most steps a run takes.
     - ``budget``: at most this share of a retrain's sample passes (``train_epochs`` x retain samples, when known;
-      a forward pass counts ``FORWARD_COST``). Chosen on memorising Fashion-MNIST MLPs; 1.0 buys a closer random
-      subset where runs end at the budget.
+      a forward pass counts ``FORWARD_COST``); 1.0 buys a closer random subset where runs end at the budget.
     - ``phi_weight`` / ``z_stop``: random subset: weight of the matching term; familiarity z at which it stops.
     - ``match_weight`` / ``alpha``: class or backdoor: starting weight of the matching term; level of the KS stop.
     - ``anchor_weight`` / ``retain_weight``: how hard everything but the forget set keeps its outputs (0 = off).
