@@ -14,7 +14,7 @@ import pytest
 
 from oblivio import OblivioError, build_model, load_checkpoint, save_checkpoint
 from oblivio.checkpoint import checkpoint_lock, model_hash, sidecar_path
-from oblivio.io import journal_path, lock_path
+from oblivio.io import TMP_SUFFIX, WRITE_CHECK_PREFIX, journal_path, lock_path
 
 
 class Killed(BaseException):
@@ -202,7 +202,7 @@ def test_a_write_check_probe_left_by_a_killed_process_is_swept_by_the_next_write
     """``check_writable`` creates and deletes a probe file; a SIGKILL between the two leaves it behind (seen once in
     the kill loop above): the next writer's lock removes it with the other strays."""
     out = tmp_path / "f.safetensors"
-    probe = tmp_path / ".oblivio-write-check.abc123.tmp"
+    probe = tmp_path / f"{WRITE_CHECK_PREFIX}abc123{TMP_SUFFIX}"
     probe.write_bytes(b"")
     with checkpoint_lock(out):
         pass

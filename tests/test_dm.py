@@ -116,8 +116,6 @@ def test_dm_search_space_names_real_options_and_contains_the_defaults():
 def test_dm_under_bf16_autocast_sees_its_own_updates(random30):
     """A regression test: autocast's weight-cast cache once froze every forward pass at the first step's weights."""
     from oblivio import get_method
-    from oblivio.methods import UnlearnData
-
     split, original, _ = random30
     data = UnlearnData(forget=split.forget, num_classes=10, third_party=split.third_party)  # set-level matching
     info = get_method("dm", max_steps=20).unlearn(original, data, amp="bf16").info
@@ -171,7 +169,6 @@ def test_dm_ends_at_once_on_a_one_sample_request_like_unseen_data(splits, origin
 def test_dm_class_reference_drops_what_the_model_confuses_with_the_class(digits):
     """A retrained model never predicts a class it never saw, so for class forgetting the third-party
     samples that the model predicts as the forgotten class are no evidence of 'unseen': they are dropped."""
-    from oblivio.methods import UnlearnData
     from oblivio.methods.dm import DistributionMatching
 
     split = make_split(digits, ClassForget((3,)), seed=0)
@@ -369,7 +366,7 @@ def test_checks_thin_out_when_their_probes_are_large(splits):
     step = 3 * 128 + FORWARD_COST * 2 * 128
     assert small_every == CHECK_EVERY and large_every > CHECK_EVERY
     check = FORWARD_COST * (UTILITY_SAMPLES + 8192)
-    assert check / large_every <= step / 2 < check / (large_every - 1)  # the sparsest interval that keeps the bound
+    assert check / large_every <= step / 2 < check / (large_every - 1)  # the most frequent checks that keep the bound
     assert large_cost == pytest.approx(step + check / large_every)
     assert dm.step_budget(dataclasses.replace(data, train_epochs=100), large_cost) == int(
         0.5 * 100 * len(split.retain) / large_cost)

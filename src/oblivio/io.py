@@ -20,8 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-import contextlib
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -320,7 +319,7 @@ def check_writable(path: str | os.PathLike, *, kind: str = "file", need_bytes: i
     try:
         fd, probe = tempfile.mkstemp(prefix=WRITE_CHECK_PREFIX, suffix=TMP_SUFFIX, dir=existing)
         os.close(fd)
-        with contextlib.suppress(FileNotFoundError):  # a writer's recover_files may have swept it already
+        with suppress(FileNotFoundError):  # a writer's recover_files may have swept it already
             os.unlink(probe)
     except OSError as e:
         raise OblivioError(f"{what} {path}: cannot write in {existing}: "

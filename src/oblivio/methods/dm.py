@@ -315,6 +315,7 @@ class DistributionMatching(Unlearner):
             probe_f = _sample(forget_all, FAMILIARITY_SAMPLES, data.seed)
             probe_t = _sample(reference, FAMILIARITY_SAMPLES, data.seed + 1)
             threshold = c.z_stop
+            null_draws = NULL_DRAWS if len(probe_f) < NULL_BELOW else 0  # a large probe: the plain Welch z
         else:
             probe_f = _sample(data.forget, STAT_SAMPLES, data.seed)
             probe_t = _sample(reference, STAT_SAMPLES, data.seed + 1)
@@ -330,8 +331,7 @@ class DistributionMatching(Unlearner):
             lf, yf = predict(model, probe_f)
             lt, yt = predict(model, probe_t)
             if by_sample:
-                draws = NULL_DRAWS if len(probe_f) < NULL_BELOW else 0
-                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, LOSS_CLIP, draws, data.seed)
+                z_loss, z_acc, found = familiarity_z(lf, yf, lt, yt, LOSS_CLIP, null_draws, data.seed)
                 if not target:
                     target.append(logit_confidence(lt, yt).to(dev))
                     if per_sample:  # each forget sample's own target, from the model as given
