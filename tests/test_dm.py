@@ -368,5 +368,31 @@ def test_checks_thin_out_when_their_probes_are_large(splits):
     check = FORWARD_COST * (UTILITY_SAMPLES + 8192)
     assert check / large_every <= step / 2 < check / (large_every - 1)  # the most frequent checks that keep the bound
     assert large_cost == pytest.approx(step + check / large_every)
+    whole, _ = dm.step_costs(data, 129, 144, True, 129 + 144, anchor_whole_batch=True)
+    assert whole == pytest.approx(small_cost + FORWARD_COST * 128)  # the anchor's forward over the forget batch too
     assert dm.step_budget(dataclasses.replace(data, train_epochs=100), large_cost) == int(
         0.5 * 100 * len(split.retain) / large_cost)
+
+
+@pytest.mark.parametrize("model, scenario, whole", [
+    ("mlp", RandomSubset(fraction=0.1), False),  # reference + retain rows: the forget rows are never compared
+    ("mlp", ClassForget((3,)), True),  # the other-class anchor reads the forget rows
+    ("cnn", RandomSubset(fraction=0.1), True),  # BatchNorm: the same batch as the model's pass
+], ids=["mlp-random", "mlp-class", "cnn-random"])
+def test_the_anchor_reads_the_forget_batch_only_where_it_needs_it(digits, model, scenario, whole):
+    split = make_split(digits, scenario, seed=0)
+    original = train(model, split.train, 10, TrainConfig(seed=0, epochs=1))[0]
+    steps: list[int] = []  # batch sizes of the model's training passes
+    anchored: list[int] = []  # ... of the anchor's (training mode without autograd; the checks run in eval mode)
+
+    def record(module, args, output):
+        if module.training:
+            (steps if torch.is_grad_enabled() else anchored).append(len(args[0]))
+
+    original.register_forward_hook(record)  # copied with the module into the working model and the anchor
+    unlearn(original, split=split, method="dm", seed=0, max_steps=5, z_stop=-100.0, verify="record")  # never matched
+    assert len(steps) == len(anchored) == 5
+    if whole:
+        assert anchored == steps
+    else:
+        assert all(a < s for a, s in zip(anchored, steps))

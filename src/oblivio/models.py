@@ -227,6 +227,12 @@ def check_compatible(model: nn.Module, input_shape: Sequence[int], num_classes: 
         raise OblivioError(f"model outputs shape {tuple(out.shape[1:])} but the data has {num_classes} classes")
 
 
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether a training-mode forward normalises each sample with its batch's statistics (BatchNorm layers),
+    so that a sample's output depends on the rest of its batch."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
 @contextmanager
 def running_stats_for_single_samples(model: nn.Module) -> Iterator[None]:
     """Within the block, a training-mode forward of a one-sample batch normalises every BatchNorm layer

@@ -16,6 +16,7 @@ from torch.utils.data import TensorDataset
 
 from ..parts import concat, labels_of, select, with_targets
 from ..errors import OblivioError
+from ..models import uses_batch_statistics
 from ..training import check_finite, make_optimizer, predict
 from .base import UnlearnData, Unlearner, register
 from .common import RetainGuard, device_of, tensor_batches
@@ -268,16 +269,17 @@ class DistributionMatching(Unlearner):
         return select(pool, torch.nonzero(clear).flatten()) if clear.any() else pool
 
     def step_costs(self, data: UnlearnData, n_forget: int, n_reference: int, use_retain: bool,
-                   probes: int) -> tuple[float, int]:
+                   probes: int, anchor_whole_batch: bool = False) -> tuple[float, int]:
         """(sample passes per step, steps between checks). A step is its forget, reference and retain batches
-        (forward + backward = 1 pass) and the anchor's forward over the last two; a check, every ``CHECK_EVERY``
+        (forward + backward = 1 pass) and the anchor's forward over the last two (over all three with
+        ``anchor_whole_batch``: classes, and models with BatchNorm); a check, every ``CHECK_EVERY``
         steps or less often when its probes (``probes`` + ``UTILITY_SAMPLES``, forward only) would cost more than
         half of the steps between checks, so the checks stay under a third of the run. A forward pass counts
         ``FORWARD_COST``."""
         c = self.config
         n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
         n_r = min(c.batch_size, len(data.retain)) if use_retain else 0
-        anchored = FORWARD_COST * (n_t + n_r) if c.anchor_weight > 0 else 0.0
+        anchored = FORWARD_COST * (n_t + n_r + (n_f if anchor_whole_batch else 0)) if c.anchor_weight > 0 else 0.0
         step = n_f + n_t + n_r + anchored
         check = FORWARD_COST * (UTILITY_SAMPLES + probes)
         every = max(CHECK_EVERY, math.ceil(2 * check / step))
@@ -354,7 +356,7 @@ class DistributionMatching(Unlearner):
             mf = forget_label_mass(pf, yf, excluded).clamp(min=MASS_FLOOR)
             mt = forget_label_mass(pt, yt, excluded).clamp(min=MASS_FLOOR)
             share = float(torch.isin(pf.argmax(1), excluded).float().mean())
-            return float(ks_2samp(mf.numpy(), mt.numpy()).statistic), share
+            return float(ks_2samp(mf.numpy(), mt.numpy(), method="asymp").statistic), share  # the statistic only: no exact p-value
 
         def among_others(z: torch.Tensor) -> torch.Tensor:
             """Log-probabilities over the classes not forgotten (the forgotten ones at ~0)."""
@@ -381,7 +383,10 @@ class DistributionMatching(Unlearner):
         use_retain = data.retain is not None and c.retain_weight > 0
         retain_it = tensor_batches(data.retain, c.batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
-        per_step, every = self.step_costs(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t))
+        # the anchor sees the forget batch too where it needs it: the other-class anchor (classes), or batch statistics
+        whole_batch = bool(data.forget_classes) or uses_batch_statistics(model)
+        per_step, every = self.step_costs(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t),
+                                          whole_batch)
         max_steps = self.step_budget(data, per_step)
         initial, share = measure()
         initial_stats = dict(stats)
@@ -395,16 +400,17 @@ class DistributionMatching(Unlearner):
         guard = RetainGuard(model, kept_data, c.max_utility_drop, UTILITY_SAMPLES) if opt else None
         good = guard.snapshot(model) if opt else None
         lr, backoffs = c.lr, 0
-        anchor = copy.deepcopy(model) if c.anchor_weight > 0 and stopped_by == "budget" else None
+        anchor = copy.deepcopy(model).train() if c.anchor_weight > 0 and stopped_by == "budget" else None
+        model.train()  # the checks (predict, the guard) restore the mode they find
         while stopped_by == "budget" and within_budget():
-            model.train()
             (xf, pos), (xt, _) = next(forget_it), next(third_it)  # forget batches carry sample positions
             yf = yf_all[pos]
             parts = [xf, xt]
             if use_retain:
                 xr, yr = next(retain_it)
                 parts.append(xr)
-            logits = model(torch.cat(parts).to(dev)).float()  # losses in float32, also under bf16 autocast
+            batch = torch.cat(parts).to(dev)
+            logits = model(batch).float()  # losses in float32, also under bf16 autocast
             nf, nt = len(xf), len(xt)
             if by_sample:
                 phi_f = logit_confidence(logits[:nf], yf.to(dev))
@@ -419,8 +425,9 @@ class DistributionMatching(Unlearner):
                 loss = match_weight() * quantile_match(mass_logit(logits[:nf], excluded_dev), target[0])
             if anchor is not None:  # everything but the forget set keeps the original's outputs
                 with torch.no_grad():  # same batch, same mode: BatchNorm statistics as in the model's pass
-                    anchored = anchor.train()(torch.cat(parts).to(dev)).float()
-                loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), anchored[nf:].log_softmax(1),
+                    anchored = anchor(batch if whole_batch else batch[nf:]).float()
+                kept = anchored[nf:] if whole_batch else anchored
+                loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept.log_softmax(1),
                                                          log_target=True, reduction="batchmean")
                 if data.forget_classes:  # where the mass goes: among the other classes, as the original ranks them
                     loss = loss + OTHERS_SHARE * c.anchor_weight * F.kl_div(
