@@ -1,6 +1,7 @@
 """Small building blocks shared by several unlearning methods."""
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterable, Iterator
 
 import torch
@@ -205,7 +206,7 @@ class RetainGuard:
 
     def snapshot(self, model: nn.Module) -> dict | None:
         """A copy of the weights to restore if the next step or epoch fails the check (None when inactive)."""
-        return {k: v.detach().clone() for k, v in model.state_dict().items()} if self.active else None
+        return copy.deepcopy(model.state_dict()) if self.active else None
 
     def check(self, model: nn.Module) -> bool:
         if self.batches is None:
