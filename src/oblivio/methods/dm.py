@@ -272,10 +272,11 @@ class DistributionMatching(Unlearner):
                    probes: int, anchor_whole_batch: bool = False) -> tuple[float, int]:
         """(sample passes per step, steps between checks). A step is its forget, reference and retain batches
         (forward + backward = 1 pass) and the anchor's forward over the last two (over all three with
-        ``anchor_whole_batch``: classes, and models with BatchNorm); a check, every ``CHECK_EVERY``
+        ``anchor_whole_batch``: models with BatchNorm); a check, every ``CHECK_EVERY``
         steps or less often when its probes (``probes`` + ``UTILITY_SAMPLES``, forward only) would cost more than
         half of the steps between checks, so the checks stay under a third of the run. A forward pass counts
-        ``FORWARD_COST``."""
+        ``FORWARD_COST``; one-off passes (the first check; for classes, the original's outputs on the forget set)
+        are not counted."""
         c = self.config
         n_f, n_t = min(c.batch_size, n_forget), min(c.batch_size, n_reference)
         n_r = min(c.batch_size, len(data.retain)) if use_retain else 0
@@ -383,8 +384,7 @@ class DistributionMatching(Unlearner):
         use_retain = data.retain is not None and c.retain_weight > 0
         retain_it = tensor_batches(data.retain, c.batch_size, data.seed + 2) if use_retain else None
         excluded_dev = excluded.to(dev)
-        # the anchor sees the forget batch too where it needs it: the other-class anchor (classes), or batch statistics
-        whole_batch = bool(data.forget_classes) or uses_batch_statistics(model)
+        whole_batch = uses_batch_statistics(model)  # BatchNorm: the anchor sees the model's whole batch
         per_step, every = self.step_costs(data, len(forget_all), len(reference), use_retain, len(probe_f) + len(probe_t),
                                           whole_batch)
         max_steps = self.step_budget(data, per_step)
@@ -401,6 +401,9 @@ class DistributionMatching(Unlearner):
         good = guard.snapshot(model) if opt else None
         lr, backoffs = c.lr, 0
         anchor = copy.deepcopy(model).train() if c.anchor_weight > 0 and stopped_by == "budget" else None
+        held_others = None  # classes: the original's distribution over the other classes, per forget sample, once
+        if anchor is not None and data.forget_classes and not whole_batch:
+            held_others = among_others(predict(anchor, forget_all)[0].to(dev))
         model.train()  # the checks (predict, the guard) restore the mode they find
         while stopped_by == "budget" and within_budget():
             (xf, pos), (xt, _) = next(forget_it), next(third_it)  # forget batches carry sample positions
@@ -430,8 +433,9 @@ class DistributionMatching(Unlearner):
                 loss = loss + c.anchor_weight * F.kl_div(logits[nf:].log_softmax(1), kept.log_softmax(1),
                                                          log_target=True, reduction="batchmean")
                 if data.forget_classes:  # where the mass goes: among the other classes, as the original ranks them
+                    held = held_others[pos.to(dev)] if held_others is not None else among_others(anchored[:nf])
                     loss = loss + OTHERS_SHARE * c.anchor_weight * F.kl_div(
-                        among_others(logits[:nf]), among_others(anchored[:nf]), log_target=True, reduction="batchmean")
+                        among_others(logits[:nf]), held, log_target=True, reduction="batchmean")
             if use_retain:
                 loss = loss + c.retain_weight * F.cross_entropy(logits[nf + nt :], yr.to(dev))
             check_finite(loss, f"method 'dm' step {steps + 1}")
