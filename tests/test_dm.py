@@ -231,6 +231,12 @@ def test_a_small_request_is_tested_sample_by_sample(memorising):
     assert info["samples_above_target"] == 0 and info["stopped_by"] == "threshold", info
     before, after = (logit_confidence(*predict(m, forget)) for m in (original, result.model))
     assert (after <= before + 1e-6).all() and after.mean() < before.mean() - 0.5
+    # the one-by-one test, per sample, for the record: phi against its target, and how typical it is of unseen data
+    first, last = info["initial_per_sample"], info["per_sample"]
+    assert len(first) == len(last) == 3
+    assert [s["phi"] for s in last] == pytest.approx(after.tolist(), abs=1e-3)
+    assert all(s["phi"] <= s["target"] + info["target_tolerance"] for s in last)
+    assert min(s["unseen_at_least_as_confident"] for s in first) < min(s["unseen_at_least_as_confident"] for s in last)
 
 
 def test_a_small_request_on_a_model_that_never_saw_it_is_nothing_to_forget(digits):

@@ -180,8 +180,9 @@ class DistributionMatching(Unlearner):
     the reference pool's quantiles). Stop: the familiarity z (Welch z of mean clipped loss against the reference,
     lowered to its bootstrap null for small sets, or the accuracy z) is at most ``z_stop``. Under
     ``MIN_POPULATION`` samples a set-level test has no power (``info["underpowered"]``): every sample must be at
-    most its target (plus a tenth of the reference's phi spread). ``previously_forgotten`` (the lineage) joins the
-    forget set at weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
+    most its target (plus a tenth of the reference's phi spread); ``info["per_sample"]`` gives each sample's phi, target
+    and share of unseen samples at least as confident. ``previously_forgotten`` (the lineage) joins the forget set at
+    weight ``LINEAGE_WEIGHT``: what must look unseen is everything deleted so far.
 
     **Class or backdoor.** The matched statistic is the logit of the mass on the forgotten labels; the reference is
     the third-party pool without those labels (for classes, also without the samples the model predicts as one:
@@ -323,7 +324,7 @@ class DistributionMatching(Unlearner):
             probe_f = _sample(data.forget, STAT_SAMPLES, data.seed)
             probe_t = _sample(reference, STAT_SAMPLES, data.seed + 1)
             threshold = ks_critical_value(len(probe_f), len(probe_t), c.alpha)
-        stats: dict[str, float] = {}
+        stats: dict[str, Any] = {}
         target: list[torch.Tensor] = []  # the reference pool's phi under the model as given (random subsets)
         per_sample = by_sample and data.retain is not None and len(data.retain) > 1
         underpowered = by_sample and len(forget_all) < MIN_POPULATION
@@ -348,7 +349,12 @@ class DistributionMatching(Unlearner):
                     phi_now = logit_confidence(*predict(model, forget_all)).to(dev)  # every sample, aligned with its target
                     tolerance = 0.1 * float(target[0].std())
                     above = int((phi_now > target[1] + tolerance).sum())
-                    stats.update(samples_above_target=above, target_tolerance=tolerance)
+                    phi_ref = logit_confidence(lt, yt)  # unseen samples under the model as it is now
+                    request = len(data.forget)  # the new request's samples come first (then the lineage's)
+                    evidence = [{"phi": round(float(p), 3), "target": round(float(t), 3),
+                                 "unseen_at_least_as_confident": round(float((phi_ref >= p).double().mean()), 3)}
+                                for p, t in zip(phi_now[:request].cpu(), target[1][:request].cpu())]
+                    stats.update(samples_above_target=above, target_tolerance=tolerance, per_sample=evidence)
                     return float(above), 0.0
                 return max(z_loss, z_acc), 0.0
             if not target:
