@@ -296,6 +296,8 @@ def test_dm_keeps_its_cost_under_its_share_of_a_retrain(splits, original):
     tight = unlearn(model, split=split, method="dm", seed=0, train_epochs=1, budget=0.01, max_steps=5,
                     verify="record")
     assert tight.info["steps"] == tight.info["step_budget"] == 5 and tight.info["stopped_by"] == "budget"
+    assert "stopped at its step budget (5 steps)" in tight.info["warnings"][0]  # not matched yet: the user is told
+    assert "warnings" not in capped.info
     with pytest.raises(OblivioError, match="budget must be positive"):
         unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0)
 

@@ -182,7 +182,7 @@ def forget(
     columns = ["retain", "forget", "test"] + (["asr"] if "asr" in rows["original"] else [])
     console.print(percent_table(f"accuracy (%) after '{result.method}' on {meta.get('dataset')} {split.sizes()}", rows, columns))
     info = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in result.info.items()
-                     if k not in ("verified", "nothing_to_forget", "reason", "warnings"))
+                     if k not in ("verified", "nothing_to_forget", "reason", "warnings", "per_sample", "initial_per_sample"))
     console.print(f"{result.method}: {result.seconds:.2f} s on {describe(dev)}, {threads} thread{'s' * (threads > 1)}"
                   + (f"; {info}" if info else ""), highlight=False)
     for warning in result.info.get("warnings", []):

@@ -194,14 +194,14 @@ class DistributionMatching(Unlearner):
     ``BACKDOOR_SHARE``) still predicted as a forgotten label; while more is, the step budget does not end the run
     (it goes on up to ``max_steps``: ``info["budget_extended_by"]``).
 
-    Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``). A utility guard undoes
-    steps that cost more than ``max_utility_drop`` retain accuracy and halves the lr. Upper-case constants: derived.
+    Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``); a run that ends at its budget
+    unmatched warns (``info["warnings"]``). A utility guard undoes steps that cost more than ``max_utility_drop`` retain
+    accuracy and halves the lr. Upper-case constants: derived.
 
     Options (defaults chosen on digits and Fashion-MNIST MLPs and CNNs; the runs are in docs/design/dm.md):
     - ``lr`` / ``optimizer`` / ``batch_size``: the fine-tuning steps (forget, reference and retain batches).
     - ``max_steps``: the most steps a run takes.
-    - ``budget``: at most this share of a retrain's sample passes (``train_epochs`` x retain samples, when known;
-      a forward pass counts ``FORWARD_COST``); 1.0 buys a closer random subset where runs end at the budget.
+    - ``budget``: at most this share of a retrain's sample passes (``train_epochs`` x retain samples, when known).
     - ``phi_weight`` / ``z_stop``: random subset: weight of the matching term; familiarity z at which it stops.
     - ``match_weight`` / ``alpha``: class or backdoor: starting weight of the matching term; level of the KS stop.
     - ``anchor_weight`` / ``retain_weight``: how hard everything but the forget set keeps its outputs (0 = off).
@@ -489,6 +489,11 @@ class DistributionMatching(Unlearner):
             info["reference_size"] = len(reference)
             if data.forget_classes:
                 info["reference_confused_dropped"] = len(labelled) - len(reference)
+        if stopped_by == "budget" and not matched(distance, share):
+            info["warnings"] = [
+                f"dm stopped at its step budget ({steps} steps) before the forget set looked unseen "
+                f"({info['statistic']} {distance:.3g}, stop at {threshold:.3g}): a larger budget (budget=None: up to "
+                f"max_steps) buys a closer match; for a large share of the data a retrain may cost little more"]
         if stopped_by == "already_matched":
             info["nothing_to_forget"] = True
             info["reason"] = (
