@@ -296,8 +296,12 @@ def test_dm_keeps_its_cost_under_its_share_of_a_retrain(splits, original):
     tight = unlearn(model, split=split, method="dm", seed=0, train_epochs=1, budget=0.01, max_steps=5,
                     verify="record")
     assert tight.info["steps"] == tight.info["step_budget"] == 5 and tight.info["stopped_by"] == "budget"
-    assert "stopped at its step budget (5 steps)" in tight.info["warnings"][0]  # not matched yet: the user is told
+    assert "stopped at max_steps (5)" in tight.info["warnings"][0]  # not matched yet: the user is told
     assert "warnings" not in capped.info
+    short = unlearn(original("random"), split=splits["random"], method="dm", seed=0, train_epochs=1, budget=0.01,
+                    z_stop=-100.0, verify="record")  # never matched: ends at the budget's floor
+    assert short.info["stopped_by"] == "budget" and short.info["steps"] == MIN_BUDGET_STEPS
+    assert f"stopped at its step budget ({MIN_BUDGET_STEPS} steps)" in short.info["warnings"][0]
     with pytest.raises(OblivioError, match="budget must be positive"):
         unlearn(model, split=split, method="dm", seed=0, train_epochs=20, budget=0)
 

@@ -490,10 +490,12 @@ class DistributionMatching(Unlearner):
             if data.forget_classes:
                 info["reference_confused_dropped"] = len(labelled) - len(reference)
         if stopped_by == "budget" and not matched(distance, share):
+            capped = steps < c.max_steps  # the cost budget ended the run, not max_steps
             info["warnings"] = [
-                f"dm stopped at its step budget ({steps} steps) before the forget set looked unseen "
-                f"({info['statistic']} {distance:.3g}, stop at {threshold:.3g}): a larger budget (budget=None: up to "
-                f"max_steps) buys a closer match; for a large share of the data a retrain may cost little more"]
+                f"dm stopped at {f'its step budget ({steps} steps)' if capped else f'max_steps ({steps})'} before the "
+                f"forget set looked unseen ({info['statistic']} {distance:.3g}, stop at {threshold:.3g}): "
+                + ("a larger budget (budget=None: up to max_steps) buys a closer match; for a large share of the data "
+                   "a retrain may cost little more" if capped else "a larger max_steps buys a closer match")]
         if stopped_by == "already_matched":
             info["nothing_to_forget"] = True
             info["reason"] = (
