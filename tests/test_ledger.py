@@ -370,9 +370,22 @@ def test_cli_errors_are_one_line_and_change_nothing(checkpoint, pool, tmp_path):
     assert workflow.get_request("E-1", db=db)["status"] == "received" and count(db, UnlearningRun) == 0
 
 
+def test_the_default_database_is_the_current_folders(tmp_path, monkeypatch):
+    """A process that changes folder (a notebook, a test run) gets the new folder's ``oblivio.db``: engines are
+    cached by URL, and a relative URL cached in one folder kept its connections to that folder's file."""
+    monkeypatch.delenv(ledger_db.DB_ENV, raising=False)
+    monkeypatch.delenv(ledger_db.DB_FILE_ENV, raising=False)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        ledger_db.get_engine()
+        assert (tmp_path / name / "oblivio.db").is_file()
+
+
 def test_db_url_resolution_and_migration_head(tmp_path, monkeypatch):
     monkeypatch.delenv(ledger_db.DB_ENV, raising=False)
-    assert ledger_db.resolve_url() == "sqlite:///oblivio.db"
+    monkeypatch.chdir(tmp_path)
+    assert ledger_db.resolve_url() == f"sqlite:///{tmp_path / 'oblivio.db'}"
     assert ledger_db.resolve_url(str(tmp_path / "x.db")) == f"sqlite:///{tmp_path / 'x.db'}"
     monkeypatch.setenv(ledger_db.DB_ENV, "sqlite:////elsewhere.db")
     assert ledger_db.resolve_url() == "sqlite:////elsewhere.db"

@@ -51,7 +51,8 @@ def _url_from_file() -> str | None:
 
 
 def resolve_url(db: str | None = None) -> str:
-    """``db`` (URL or SQLite file path), else $OBLIVIO_DB_URL, else the file $OBLIVIO_DB_URL_FILE names, else ``sqlite:///oblivio.db``."""
+    """``db`` (URL or SQLite file path), else $OBLIVIO_DB_URL, else the file $OBLIVIO_DB_URL_FILE names, else ``sqlite:///oblivio.db``;
+    a relative SQLite path is made absolute against the current folder."""
     value = db or os.environ.get(DB_ENV) or _url_from_file() or DEFAULT_URL
     if "\x00" in value:
         raise OblivioError("the database URL contains a NUL character")
@@ -63,6 +64,9 @@ def resolve_url(db: str | None = None) -> str:
         raise OblivioError(f"not a database URL: {value!r}") from None
     if url.get_backend_name() not in ("sqlite", "postgresql"):
         raise OblivioError(f"unsupported database {url.get_backend_name()!r}; use sqlite or postgresql")
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") and not os.path.isabs(url.database):
+        # the folder it is resolved in, now: engines are cached by URL, and a process may change folder
+        value = url.set(database=os.path.abspath(url.database)).render_as_string(hide_password=False)
     return value
 
 
