@@ -227,10 +227,15 @@ def check_compatible(model: nn.Module, input_shape: Sequence[int], num_classes: 
         raise OblivioError(f"model outputs shape {tuple(out.shape[1:])} but the data has {num_classes} classes")
 
 
+def batch_norms(model: nn.Module) -> list[nn.Module]:
+    """``model``'s BatchNorm layers (any dimension)."""
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
 def uses_batch_statistics(model: nn.Module) -> bool:
     """Whether a training-mode forward normalises each sample with its batch's statistics (BatchNorm layers),
     so that a sample's output depends on the rest of its batch."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return bool(batch_norms(model))
 
 
 @contextmanager
@@ -256,9 +261,8 @@ def running_stats_for_single_samples(model: nn.Module) -> Iterator[None]:
             module.training = True
 
     handles = []
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
+    for module in batch_norms(model):
+        handles += [module.register_forward_pre_hook(before), module.register_forward_hook(after, always_call=True)]
     try:
         yield
     finally:
