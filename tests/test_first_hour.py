@@ -226,6 +226,18 @@ def test_forget_infers_its_scenario_or_names_the_conflict(cli, trained, tmp_path
               "no forget request")
 
 
+def test_bench_yaml_reads_exponents_without_a_dot_as_numbers():
+    """YAML 1.1 (PyYAML) reads 5e-4 as a string; every cell then failed with a TypeError in the optimiser."""
+    from oblivio.bench.config import parse_config
+    from oblivio.yaml_text import load_yaml
+
+    cfg = parse_config(load_yaml("name: x\ndataset: digits\ntrain: {weight_decay: 5e-4, lr: 1E-2}\n"
+                                 "methods: [{dm: {lr: 3e-3}}]\n"))
+    assert cfg.train["weight_decay"] == 5e-4 and cfg.train["lr"] == 0.01
+    assert cfg.methods["dm"] == {"lr": 0.003}
+    assert load_yaml("[1e3, -2.5e-1, .5, 7, 1_000, 0x10, 1e, 2e-4x, .inf]")[:8] == [1000.0, -0.25, 0.5, 7, 1000, 16, "1e", "2e-4x"]
+
+
 @pytest.mark.parametrize("text, match", [
     ("name: x\ndataset: digits\ndataset: digits\nscenarios: {random: {fraction: 0.1}}\n", "'dataset' is given twice"),
     ("name: x\ndataset: {name: digits, name: digits}\n", "'name' is given twice"),
@@ -233,6 +245,8 @@ def test_forget_infers_its_scenario_or_names_the_conflict(cli, trained, tmp_path
     ("", "is empty"),
     ("name: x\ndataset: digits\nsedes: [0]\n", "unknown key sedes"),
     ("name: x\ndataset: digits\nseeds: [99999999999999999999]\n", "from 0 to 4294967295"),
+    ("name: x\ndataset: digits\ntrain: {weight_decay: 5e-4x}\n", "train option weight_decay must be a number, got '5e-4x'"),
+    ("name: x\ndataset: digits\ntrain: {epochs: 2.5}\n", "train option epochs must be an integer"),
 ])
 def test_bench_yaml_keys_are_refused(cli, tmp_path, text, match):
     path = tmp_path / "bad.yaml"

@@ -275,6 +275,8 @@ def parse_model_args(pairs: Sequence[str] | None, flag: str = "--model-arg") -> 
     (``8`` an int, ``0.5`` a float, ``true`` a bool, ``null`` None, anything else a string)."""
     import yaml
 
+    from .yaml_text import load_yaml
+
     args: dict = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -286,7 +288,7 @@ def parse_model_args(pairs: Sequence[str] | None, flag: str = "--model-arg") -> 
         if key in args:
             raise OblivioError(f"{flag}: {key!r} is given twice")
         try:
-            parsed = yaml.safe_load(value) if value.strip() else ""
+            parsed = load_yaml(value) if value.strip() else ""
         except yaml.YAMLError as e:
             raise OblivioError(f"{flag} {pair!r}: the value is not YAML: {str(e).splitlines()[0]}") from None
         if parsed is not None and not isinstance(parsed, (bool, int, float, str)):

@@ -44,6 +44,7 @@ from ..errors import OblivioError
 from ..methods import available_methods, get_method
 from ..scenarios import Scenario, check_third_party_fraction, scenario_from_dict
 from ..validation import check_seed
+from ..yaml_text import UniqueKeyLoader, load_yaml  # noqa: F401 - load_yaml is part of this module's API
 from ..training import TrainConfig
 
 NOISE_FLOOR = "retrain (other seed)"
@@ -226,6 +227,11 @@ def _train(value: Any) -> dict:
     unknown = sorted(set(value) - known)
     if unknown:
         raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for name, kinds in (("epochs", int), ("batch_size", int), ("lr", (int, float)), ("weight_decay", (int, float)),
+                        ("momentum", (int, float))):
+        if name in value and (isinstance(value[name], bool) or not isinstance(value[name], kinds)):
+            raise OblivioError(f"config: train option {name} must be {'an integer' if kinds is int else 'a number'}, "
+                               f"got {value[name]!r}")
     recipe = {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
     if recipe["augment"] is None:
         del recipe["augment"]  # keep the hashes and headers of configs without augmentation
@@ -305,25 +311,6 @@ def parse_config(doc: dict, source: str | None = None) -> BenchConfig:
         output=doc.get("output"), ray=ray,
         device=device, amp=amp, deterministic=bool(doc.get("deterministic", False)), source=source,
     )
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """A safe YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
-            seen.add(key) if isinstance(key, (str, int, float, bool)) else None
-        return super().construct_mapping(node, deep)
-
-
-def load_yaml(text: str):
-    """``text`` parsed as YAML with ``UniqueKeyLoader``."""
-    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def load_config(path: str | os.PathLike) -> BenchConfig:

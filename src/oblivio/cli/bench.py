@@ -64,8 +64,10 @@ def _is_lm_config(config: Path) -> bool:
     """True when a bench YAML declares ``task: lm`` (a malformed file is left to the classifier loader's errors)."""
     import yaml
 
+    from ..yaml_text import load_yaml
+
     try:
-        raw = yaml.safe_load(config.read_text())
+        raw = load_yaml(config.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return isinstance(raw, dict) and raw.get("task") == "lm"

@@ -42,13 +42,14 @@ def load_config(path: str | Path) -> LMBenchConfig:
     """An ``LMBenchConfig`` from YAML; unknown keys, a wrong task and unknown methods are one-line errors."""
     import yaml
 
+    from ..yaml_text import load_yaml
     from .methods import LM_METHODS
 
     path = Path(path)
     if not path.is_file():
         raise OblivioError(f"bench config not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         raise OblivioError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(raw, dict):
