@@ -408,3 +408,17 @@ def test_the_anchor_reads_the_forget_batch_only_where_it_needs_it(digits, model,
         assert anchored == steps
     else:
         assert all(a < s for a, s in zip(anchored, steps))
+
+
+def test_a_backdoor_may_keep_on_its_target_the_share_unseen_samples_go_there(splits, original):
+    """The backdoor stop allows the share of forget samples on the target that the reference (unseen samples of
+    other classes) has under the model as given, not a fixed share: a retrained model confuses triggered samples
+    with the target as often as clean ones, and no more."""
+    split, model = splits["backdoor"], original("backdoor")
+    data = UnlearnData(forget=split.forget, num_classes=10, third_party=split.third_party, backdoor_target=0)
+    method = dm_module.DistributionMatching()
+    probe = dm_module._sample(method.reference_pool(data), dm_module.STAT_SAMPLES, 1)
+    natural = float((predict(model, probe)[0].argmax(1) == 0).float().mean())
+    info = unlearn(model, split=split, method="dm", seed=0).info
+    assert info["allowed_share"] == pytest.approx(natural) and info["forgotten_share"] <= natural
+    assert info["stopped_by"] == "threshold", info
