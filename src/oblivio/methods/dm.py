@@ -95,6 +95,7 @@ RAMP_STEPS = 300  # class/backdoor: ... over at most this many steps (optimiser 
 OTHERS_SHARE = 0.1  # classes: weight, as a share of anchor_weight, of the forget samples' other-class anchor
 MASS_FLOOR = 0.01  # class/backdoor stop: forgotten-label masses below this are equal for the KS test
 STAT_SAMPLES = 512  # class/backdoor stop: probe size of the KS test (forget and reference)
+MAX_BACKDOOR_SHARE = 0.02  # backdoor stop: the most of the forget set it leaves on the target (see the docstring)
 FAMILIARITY_SAMPLES = 4096  # random subset stop: probe size of the familiarity z (forget and reference)
 LOSS_CLIP = 10.0  # familiarity z: per-sample cross-entropy clip
 NULL_DRAWS = 1000  # familiarity z: bootstrap draws of its null distribution (calibrated_z)
@@ -191,9 +192,9 @@ class DistributionMatching(Unlearner):
     ``anchor_weight``), so their mass goes where the original's second choices are, as a retrained model's does.
     Stop: the KS statistic of the mass at most its ``alpha`` critical value, and no forget sample still predicted as
     a forgotten label (backdoor: no larger share than the reference's own share predicted as the target by the model
-    as given, ``info["allowed_share"]``: a retrained model confuses triggered samples with the target as often as
-    clean ones); while more is, the step budget does not end the run (it goes on up to ``max_steps``:
-    ``info["budget_extended_by"]``).
+    as given, at most ``MAX_BACKDOOR_SHARE``, ``info["allowed_share"]``: a retrained model confuses triggered
+    samples with the target as often as clean ones; the poisoned model over-predicts the target, hence the cap); while
+    more is, the step budget does not end the run (it goes on up to ``max_steps``: ``info["budget_extended_by"]``).
 
     Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``); a run that ends at its budget
     unmatched warns (``info["warnings"]``). A utility guard undoes steps that cost more than ``max_utility_drop`` retain
@@ -362,7 +363,7 @@ class DistributionMatching(Unlearner):
             if not target:
                 target.append(mass_logit(lt, excluded).to(dev))
                 if not data.forget_classes:  # backdoor: unseen samples of other classes go to the target this often
-                    natural.append(float(torch.isin(lt.argmax(1), excluded).float().mean()))
+                    natural.append(min(float(torch.isin(lt.argmax(1), excluded).float().mean()), MAX_BACKDOOR_SHARE))
             pf, pt = lf.softmax(1), lt.softmax(1)
             mf = forget_label_mass(pf, yf, excluded).clamp(min=MASS_FLOOR)
             mt = forget_label_mass(pt, yt, excluded).clamp(min=MASS_FLOOR)
