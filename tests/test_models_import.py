@@ -111,7 +111,7 @@ def test_bad_models_are_one_line_errors(cli, factories, tmp_path, argv, message)
 
 def test_model_args_read_as_yaml_scalars():
     assert parse_model_args(["a=8", "b=0.5", "c=true", "d=relu", "e=null", "f=1e-3"]) == {
-        "a": 8, "b": 0.5, "c": True, "d": "relu", "e": None, "f": "1e-3"}  # YAML 1.1: 1e-3 is a string
+        "a": 8, "b": 0.5, "c": True, "d": "relu", "e": None, "f": 0.001}  # YAML 1.2: 1e-3 is a number
     assert model_arch("mlp") == "mlp" and model_arch("m:f", {"b": 1, "a": 2}) == 'm:f {"a": 2, "b": 1}'
     with pytest.raises(OblivioError, match="unknown model"):
         build_model("nope", (1, 8, 8), 10)

@@ -272,7 +272,7 @@ def running_stats_for_single_samples(model: nn.Module) -> Iterator[None]:
 
 def parse_model_args(pairs: Sequence[str] | None, flag: str = "--model-arg") -> dict:
     """``["width=8", "act=relu"]`` -> ``{"width": 8, "act": "relu"}``: each value read as a YAML scalar
-    (``8`` an int, ``0.5`` a float, ``true`` a bool, ``null`` None, anything else a string)."""
+    (``8`` an int, ``0.5`` and ``1e-3`` floats, ``true`` a bool, ``null`` None, anything else a string)."""
     import yaml
 
     from .yaml_text import load_yaml

@@ -190,11 +190,9 @@ class DistributionMatching(Unlearner):
     (fewer on a short budget), so the cost does not grow with the data. For classes the anchor also holds, on the
     forget samples, the original's distribution over the remaining classes (KL at ``OTHERS_SHARE`` x
     ``anchor_weight``), so their mass goes where the original's second choices are, as a retrained model's does.
-    Stop: the KS statistic of the mass at most its ``alpha`` critical value, and no forget sample still predicted as
-    a forgotten label (backdoor: no larger share than the reference's own share predicted as the target by the model
-    as given, at most ``MAX_BACKDOOR_SHARE``, ``info["allowed_share"]``: a retrained model confuses triggered
-    samples with the target as often as clean ones; the poisoned model over-predicts the target, hence the cap); while
-    more is, the step budget does not end the run (it goes on up to ``max_steps``: ``info["budget_extended_by"]``).
+    Stop: the KS statistic of the mass at most its ``alpha`` critical value, and no forget sample on a forgotten label
+    (backdoor: no more than the reference's share on the target, a retrain's confusion, at most ``MAX_BACKDOOR_SHARE``:
+    ``info["allowed_share"]``); while more is, the budget does not end the run (``info["budget_extended_by"]``).
 
     Nothing to forget at step 0 returns the model unchanged (``info["nothing_to_forget"]``); a run that ends at its budget
     unmatched warns (``info["warnings"]``). A utility guard undoes steps that cost more than ``max_utility_drop`` retain
