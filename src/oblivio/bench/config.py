@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ from ..errors import OblivioError
 from ..methods import available_methods, get_method
 from ..scenarios import Scenario, check_third_party_fraction, scenario_from_dict
 from ..validation import check_seed
-from ..yaml_text import UniqueKeyLoader, load_yaml  # noqa: F401 - load_yaml is part of this module's API
+from ..yaml_text import load_yaml
 from ..training import TrainConfig
 
 NOISE_FLOOR = "retrain (other seed)"
@@ -227,11 +228,12 @@ def _train(value: Any) -> dict:
     unknown = sorted(set(value) - known)
     if unknown:
         raise OblivioError(f"config: unknown train option {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    for name, kinds in (("epochs", int), ("batch_size", int), ("lr", (int, float)), ("weight_decay", (int, float)),
-                        ("momentum", (int, float))):
-        if name in value and (isinstance(value[name], bool) or not isinstance(value[name], kinds)):
-            raise OblivioError(f"config: train option {name} must be {'an integer' if kinds is int else 'a number'}, "
-                               f"got {value[name]!r}")
+    hints = typing.get_type_hints(TrainConfig)  # the recipe's numbers, as TrainConfig annotates them
+    for name, given in value.items():
+        kind = hints[name]
+        if kind in (int, float) and (isinstance(given, bool) or not isinstance(given, int if kind is int else (int, float))):
+            raise OblivioError(f"config: train option {name} must be {'an integer' if kind is int else 'a number'}, "
+                               f"got {given!r}")
     recipe = {k: v for k, v in asdict(TrainConfig(**value)).items() if k in known}
     if recipe["augment"] is None:
         del recipe["augment"]  # keep the hashes and headers of configs without augmentation
