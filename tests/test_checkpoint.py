@@ -69,7 +69,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(ck, "save_file", boom)
+    monkeypatch.setattr(ck, "save_bytes", boom)  # the weights write fails
     with pytest.raises(OblivioError, match="cannot write .*: disk full"):  # one line, no traceback
         _save(path, "mlp")
     assert path.read_bytes() == before

@@ -207,3 +207,24 @@ def test_a_write_check_probe_left_by_a_killed_process_is_swept_by_the_next_write
     with checkpoint_lock(out):
         pass
     assert _hidden(tmp_path) == []
+
+
+def test_the_weights_are_written_into_our_own_temp_file(tmp_path, monkeypatch):
+    """safetensors' ``save_file`` writes a temp file of its own (``.tmpXXXXXX``, Rust's tempfile crate) beside the
+    target and renames it over: a kill in between left a stray the next writer does not know (found by the kill test
+    above in CI). The weights now go into oblivio's temp file itself: the file committed is the inode it created."""
+    import oblivio.io as oio
+
+    created: dict[str, int] = {}
+    make_temp = oio._temp_beside
+
+    def recording(path):
+        tmp = make_temp(path)
+        created[Path(path).name] = tmp.stat().st_ino
+        return tmp
+
+    monkeypatch.setattr(oio, "_temp_beside", recording)
+    path = tmp_path / "m.safetensors"
+    _save(path, seed=1)
+    assert path.stat().st_ino == created["m.safetensors"]
+    assert _hidden(tmp_path) == []

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load as load_bytes, save_file
+from safetensors.torch import load as load_bytes, save as save_bytes
 from torch import nn
 
 from .errors import OblivioError
@@ -140,7 +140,9 @@ def save_checkpoint(
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     companions = dict(companions or {})
     with checkpoint_lock(path), atomic_files(checkpoint_files(path, tuple(companions))) as tmp:
-        save_file(state, str(tmp[path]), metadata={"format": FORMAT})
+        # bytes into our own temp file: safetensors' save_file writes a temp file of its own beside the target
+        # (".tmpXXXXXX"), which a kill leaves behind under a name the next writer does not clean up
+        tmp[path].write_bytes(save_bytes(state, metadata={"format": FORMAT}))
         meta = {
             "format": FORMAT,
             "arch": arch,
