@@ -142,7 +142,8 @@ def save_checkpoint(
     with checkpoint_lock(path), atomic_files(checkpoint_files(path, tuple(companions))) as tmp:
         # bytes into our own temp file: safetensors' save_file writes a temp file of its own beside the target
         # (".tmpXXXXXX"), which a kill leaves behind under a name the next writer does not clean up
-        tmp[path].write_bytes(save_bytes(state, metadata={"format": FORMAT}))
+        weights = save_bytes(state, metadata={"format": FORMAT})
+        tmp[path].write_bytes(weights)
         meta = {
             "format": FORMAT,
             "arch": arch,
@@ -152,7 +153,7 @@ def save_checkpoint(
             "seed": seed,
             "split": split,
             "training": training,
-            "weights_sha256": _sha256(tmp[path]),
+            "weights_sha256": hashlib.sha256(weights).hexdigest(),  # the bytes just written, not read back
             "model_hash": model_hash(model),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": {"oblivio": __version__, "torch": torch.__version__, "python": platform.python_version()},

@@ -134,7 +134,7 @@ def commit_files(pairs: list[tuple[Path, Path]], journal: Path) -> None:
     forward by ``recover_files``, which finishes the renames.
     """
     for tmp, _ in pairs:
-        _chmod_default(tmp)  # writers such as safetensors may have replaced the file with their own mode
+        _chmod_default(tmp)  # a writer may have replaced the temp file (e.g. by a rename) with its own mode
         _fsync_file(tmp)
     record = [[tmp.name, dest.name] for tmp, dest in pairs]
     atomic_write_text(journal, json.dumps(record))

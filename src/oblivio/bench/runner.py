@@ -431,12 +431,9 @@ _POOLS: dict[str, ThreadPoolExecutor] = {}  # run token -> metric threads of a s
 
 
 def warm_up() -> None:
-    """Pay a process's one-time costs before any cell is timed: torch imports ``torch._dynamo`` when it builds its
-    first optimiser (~1 s on this project's CPU), which a rerun that trains nothing billed to the first method cell
-    (digits: a 1.29 s dm cell among 0.08 s ones)."""
-    weight = nn.Parameter(torch.zeros(1))
-    torch.optim.Adam([weight])
-    torch.optim.SGD([weight], lr=0.1)
+    """Pay a process's one-time costs before any cell is timed: torch imports ``torch._dynamo`` when a process builds
+    its first optimiser (of any kind), which would otherwise be billed to the first cell that trains."""
+    torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
 
 
 def _run_job(run: _Run, data: Dataset, job: Job) -> tuple[list[dict], int, int]:
